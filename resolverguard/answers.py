@@ -1,0 +1,88 @@
+"""Render a synthesised Decision as a reply: NXDOMAIN/NODATA with SOA, sink records, local data, EDE; pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from . import wire
+from .policy import Decision
+
+EDE_BLOCKED, EDE_FILTERED = 15, 17
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where the `sink` action points typo lookups: an internal host that logs and keeps the mail."""
+
+    ipv4: str = "127.0.0.2"
+    ipv6: str | None = None
+    mail_host: str = "sink.resolverguard.internal."
+    ttl: int = 60
+
+
+def render(decision: Decision, query: wire.Query, sink: Sink) -> bytes | None:
+    """The reply bytes for a synthesised decision; None means send nothing (drop)."""
+    if decision.action == "drop":
+        return None
+    if decision.action == "tcp-only":
+        return wire.reply_for(query, wire.TC)
+    msg = dns.message.from_wire(query.data, ignore_trailing=True)
+    reply = dns.message.make_response(msg, recursion_available=True)
+    reply.flags &= ~dns.flags.AA
+    qname = msg.question[0].name
+    action = decision.action
+    if action == "sink":
+        _sink(reply, qname, query.qtype, sink)
+    elif action == "local-data":
+        records = decision.rpz.records_for(query.qname) if decision.rpz else []
+        wanted = [r for r in records if r.rdtype in (query.qtype, dns.rdatatype.CNAME)]
+        reply.answer.extend(_renamed(r, qname) for r in wanted)
+    elif action == "refused":
+        reply.set_rcode(dns.rcode.REFUSED)
+    elif action == "nxdomain":
+        reply.set_rcode(dns.rcode.NXDOMAIN)
+    if action in ("nxdomain", "nodata") or (action in ("sink", "local-data") and not reply.answer):
+        reply.authority.append(_soa(decision, qname, sink.ttl))
+    if query.edns:
+        code = EDE_BLOCKED if decision.typo is not None or action != "local-data" else EDE_FILTERED
+        options = [dns.edns.EDEOption(code, decision.reason[:300])]
+        reply.use_edns(0, ednsflags=dns.flags.DO if query.do else 0, payload=1232, options=options)
+    return reply.to_wire()
+
+
+def _sink(reply: dns.message.Message, qname: dns.name.Name, qtype: int, sink: Sink) -> None:
+    IN = dns.rdataclass.IN
+    if qtype == dns.rdatatype.A:
+        reply.answer.append(dns.rrset.from_text(qname, sink.ttl, IN, "A", sink.ipv4))
+    elif qtype == dns.rdatatype.AAAA and sink.ipv6:
+        reply.answer.append(dns.rrset.from_text(qname, sink.ttl, IN, "AAAA", sink.ipv6))
+    elif qtype == dns.rdatatype.MX:
+        reply.answer.append(dns.rrset.from_text(qname, sink.ttl, IN, "MX", f"10 {sink.mail_host}"))
+        host = dns.name.from_text(sink.mail_host)
+        reply.additional.append(dns.rrset.from_text(host, sink.ttl, IN, "A", sink.ipv4))
+        if sink.ipv6:
+            reply.additional.append(dns.rrset.from_text(host, sink.ttl, IN, "AAAA", sink.ipv6))
+
+
+def _renamed(rrset: dns.rrset.RRset, qname: dns.name.Name) -> dns.rrset.RRset:
+    out = dns.rrset.RRset(qname, rrset.rdclass, rrset.rdtype)
+    out.update(rrset)
+    out.ttl = rrset.ttl
+    return out
+
+
+def _soa(decision: Decision, qname: dns.name.Name, ttl: int) -> dns.rrset.RRset:
+    """A synthetic SOA so MTAs cache the negative answer (RFC 2308) for the sink TTL."""
+    owner = dns.name.from_text(decision.typo.neighbour) if decision.typo else qname
+    return dns.rrset.from_text(
+        owner, ttl, "IN", "SOA", f"resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400 {ttl}"
+    )

@@ -1,0 +1,91 @@
+"""Reply cache of wire bytes keyed on the question, with TTL count-down, stale serving and size bounds; no I/O."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import wire
+
+
+@dataclass(slots=True)
+class Entry:
+    reply: bytes
+    offsets: tuple[int, ...]
+    stored: float
+    ttl: int
+
+
+class Cache:
+    """LRU of upstream replies; a hit is re-addressed and its TTLs counted down, never re-parsed."""
+
+    def __init__(
+        self,
+        max_entries: int = 100_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        *,
+        max_ttl: int = 86_400,
+        min_ttl: int = 0,
+        servfail_ttl: int = 2,
+        stale_ttl: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.max_ttl, self.min_ttl, self.servfail_ttl, self.stale_ttl = max_ttl, min_ttl, servfail_ttl, stale_ttl
+        self.clock = clock
+        self.entries: OrderedDict[bytes, Entry] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, query: wire.Query, *, stale: bool = False) -> bytes | None:
+        """The cached reply for query, re-addressed with TTLs counted down; stale=True allows expired entries."""
+        entry = self.entries.get(query.key)
+        if entry is None:
+            return None
+        age = int(self.clock() - entry.stored)
+        if age >= entry.ttl:
+            if age >= entry.ttl + self.stale_ttl:
+                self._remove(query.key)
+                return None
+            if not stale:
+                return None
+            age = -1  # RFC 8767: a stale answer goes out with TTL 30
+        self.entries.move_to_end(query.key)
+        return wire.with_id_and_question(wire.patch_ttls(entry.reply, entry.offsets, age), query)
+
+    def put(self, query: wire.Query, reply: bytes) -> bool:
+        """Store an upstream reply if it may be cached; return whether it was."""
+        try:
+            scan = wire.scan_reply(reply)
+        except wire.MalformedQuery:
+            return False
+        if scan.truncated:
+            return False
+        if scan.rcode == wire.SERVFAIL:
+            ttl = self.servfail_ttl
+        elif scan.ttl is None:
+            return False
+        else:
+            ttl = max(self.min_ttl, min(scan.ttl, self.max_ttl))
+        if ttl <= 0:
+            return False
+        key = query.key
+        if key in self.entries:
+            self._remove(key)
+        self.entries[key] = Entry(reply, scan.ttl_offsets, self.clock(), ttl)
+        self.bytes += len(reply) + len(key)
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._remove(next(iter(self.entries)))
+        return True
+
+    def _remove(self, key: bytes) -> None:
+        entry = self.entries.pop(key)
+        self.bytes -= len(entry.reply) + len(key)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0

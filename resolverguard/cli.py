@@ -1,0 +1,244 @@
+"""Command line: argv → load_config → setup_logging → run; no DNS logic here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError, ResolverGuardError
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        sys.stderr.write(f"resolverguard: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="resolverguard", description="DNS-layer guard against typo-neighbours of protected domains")
+    p.add_argument("--version", action="version", version=f"resolverguard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", "-c", metavar="FILE", help="TOML config file")
+        sp.add_argument("--zones", dest="zones_dir", metavar="DIR", help="zone and list directory (default: zones)")
+        sp.add_argument("--protect", action="append", default=[], metavar="DOMAIN", help="protected domain (repeat)")
+        sp.add_argument("--allow", action="append", default=[], metavar="DOMAIN", help="never block (repeat)")
+
+    s = sub.add_parser("serve", help="run the guard")
+    common(s)
+    s.add_argument("--listen", "-l", action="append", default=[], metavar="HOST:PORT",
+                   help="listen on UDP and TCP (repeat; default 127.0.0.1:8053 and [::1]:8053)")  # fmt: skip
+    s.add_argument("--upstream", "-u", dest="upstreams", action="append", default=[], metavar="HOST[:PORT]",
+                   help="upstream resolver (repeat; default: /etc/resolv.conf)")  # fmt: skip
+    s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
+    s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
+    s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument("--events", metavar="FILE", help='block event log: "-" stdout (default), a file, "" off')
+
+    c = sub.add_parser("check", help="would this name be blocked? exit 0 allowed, 1 blocked")
+    common(c)
+    c.add_argument("name")
+    c.add_argument("--qtype", default="A")
+    c.add_argument("--json", action="store_true")
+
+    n = sub.add_parser("neighbours", help="enumerate the typo-neighbours of a domain, per class")
+    n.add_argument("domain")
+    n.add_argument("--json", action="store_true")
+
+    lint = sub.add_parser("lint", help="check config, lists and zones; exit 1 on any error")
+    common(lint)
+
+    e = sub.add_parser("export-rpz", help="write the effective policy as one RPZ zone")
+    common(e)
+    e.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
+    return p
+
+
+_CONFIG_KEYS = ("listen", "upstreams", "metrics", "workers", "log_level", "events", "zones_dir", "protect", "allow")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_KEYS if hasattr(args, k)}
+    if overrides.get("protect"):
+        overrides["protect"] = tuple(overrides["protect"])
+    if overrides.get("allow"):
+        overrides["allow"] = tuple(overrides["allow"])
+    return load_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = _config(args)
+        if args.command == "serve":
+            return serve(cfg, args)
+        return {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
+            cfg, args
+        )
+    except ResolverGuardError as exc:
+        sys.stderr.write(f"resolverguard: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def check(cfg: Config, args: argparse.Namespace) -> int:
+    from .config import QTYPE_NUMBERS
+    from .reload import load_policy
+
+    qtype = QTYPE_NUMBERS.get(args.qtype.upper())
+    if qtype is None:
+        raise ConfigError(f"unknown query type {args.qtype!r}")
+    policy = load_policy(cfg)
+    name = args.name.lower().rstrip(".")
+    try:
+        name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        raise ConfigError(f"not a domain name: {args.name!r}") from None
+    decision = policy.decide(name, qtype, None)
+    blocked = decision.action != "forward"
+    m, hit = decision.typo, decision.rpz
+    result = {
+        "name": name,
+        "verdict": "blocked" if blocked else ("log-only" if decision.outcome == "logged_typo" else "allowed"),
+        "action": decision.action,
+        "protected": m.protected if m else None,
+        "class": m.typo_class if m else None,
+        "distance": m.distance if m else None,
+        "rule": f"rpz {hit.zone} {hit.owner} ({hit.action})" if hit else ("typo-detector" if m else None),
+        "reason": decision.reason or None,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{name}: {result['verdict']}" + (f" ({result['action']}): {result['reason']}" if result["reason"] else ""))
+    return 1 if blocked else 0
+
+
+def neighbours(cfg: Config, args: argparse.Namespace) -> int:
+    from .typo import neighbours as enumerate_neighbours
+
+    found = enumerate_neighbours(args.domain.lower().rstrip("."))
+    if args.json:
+        print(json.dumps(found, indent=1))
+    else:
+        for cls, names in found.items():
+            for name in names:
+                print(f"{cls}\t{name}")
+    return 0
+
+
+def lint(cfg: Config, args: argparse.Namespace) -> int:
+    from .reload import load_policy, policy_files
+
+    try:
+        policy = load_policy(cfg)
+    except ConfigError as exc:
+        print(f"resolverguard: error: {exc}", file=sys.stderr)
+        return 1
+    files = policy_files(cfg)
+    for zone in policy.table.zones:
+        for warning in getattr(zone, "warnings", ()):
+            print(f"warning: {warning}")
+    print(f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
+          f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains")  # fmt: skip
+    return 0
+
+
+def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
+    from .export import render_rpz
+    from .reload import load_policy
+    from .typo import neighbours as enumerate_neighbours
+
+    policy = load_policy(cfg)
+    protected = sorted(policy.guard.protected)
+    tty = sys.stderr.isatty()
+    found: dict[str, list[str]] = {}
+    for i, domain in enumerate(protected, 1):
+        found[domain] = [n for names in enumerate_neighbours(domain).values() for n in names]
+        if tty:
+            sys.stderr.write(f"\rexporting: {i}/{len(protected)} protected domains")
+    if tty:
+        sys.stderr.write("\n")
+    text = render_rpz(policy.table, found, origin=cfg.export_origin)
+    if args.output:
+        tmp = f"{args.output}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, args.output)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def serve(cfg: Config, args: argparse.Namespace) -> int:
+    from .logsetup import setup_logging
+
+    setup_logging(cfg.log_level)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(_serve(cfg, args))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
+
+
+async def _serve(cfg: Config, args: argparse.Namespace) -> int:
+    from . import metrics as metrics_mod
+    from .cache import Cache
+    from .events import setup_events
+    from .pipeline import build_pipeline
+    from .reload import PolicyHolder, reread_config
+    from .server import Server
+    from .upstream import Upstream, UpstreamPool, from_resolv_conf
+
+    metrics = metrics_mod.Metrics()
+    overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if hasattr(args, k)}
+    holder = PolicyHolder(cfg, metrics, reread_config(cfg.config_path, overrides))
+    upstreams = [Upstream(e.host, e.port) for e in cfg.upstreams] or from_resolv_conf()
+    if not upstreams:
+        raise ConfigError("no upstream: give --upstream or list nameservers in /etc/resolv.conf")
+    metrics.declare_upstreams(u.name for u in upstreams)
+    cache = Cache(cfg.cache_entries, cfg.cache_bytes, max_ttl=cfg.cache_max_ttl, min_ttl=cfg.cache_min_ttl,
+                  servfail_ttl=cfg.servfail_ttl, stale_ttl=cfg.serve_stale)  # fmt: skip
+    pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after,
+                        randomize_case=cfg.randomize_case, observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
+    pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
+    server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout,
+                    tcp_max_connections=cfg.tcp_max_connections, max_inflight=cfg.max_inflight)  # fmt: skip
+    setup_events(cfg.events)
+    for ep in cfg.listen:
+        await server.listen(ep.host, ep.port)
+    if cfg.metrics:
+        metrics_mod.serve(metrics.registry, cfg.metrics.host, cfg.metrics.port)
+        log.info("metrics address=%s port=%d path=/metrics", cfg.metrics.host, cfg.metrics.port)
+    log.info("started version=%s upstreams=%s zones_dir=%s", __version__, ",".join(u.name for u in upstreams),
+             cfg.zones_dir)  # fmt: skip
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
+    watcher = asyncio.ensure_future(holder.watch())
+    await stop.wait()
+    log.info("stopping: finishing in-flight queries grace_seconds=%s", cfg.shutdown_grace)
+    server.stop_listening()
+    watcher.cancel()
+    await server.drain(cfg.shutdown_grace)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,41 @@
+"""The one exception tree of resolverguard; each class docstring is its message."""
+
+
+class ResolverGuardError(Exception):
+    """resolverguard error"""
+
+    rcode_hint = 2  # SERVFAIL
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(args or (self.__doc__,)))
+
+
+class ConfigError(ResolverGuardError):
+    """invalid configuration"""
+
+
+class ZoneFileError(ConfigError):
+    """invalid zone or list file"""
+
+    def __init__(self, path: object, line: int | None, problem: str) -> None:
+        self.path, self.line, self.problem = str(path), line, problem
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+class MalformedQuery(ResolverGuardError):
+    """malformed query"""
+
+    rcode_hint = 1  # FORMERR
+
+
+class UpstreamError(ResolverGuardError):
+    """upstream failed"""
+
+
+class UpstreamTimeout(UpstreamError):
+    """upstream timed out"""
+
+
+class BadUpstreamReply(UpstreamError):
+    """upstream sent an unusable reply"""

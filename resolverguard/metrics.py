@@ -1,0 +1,170 @@
+"""Every Prometheus metric of resolverguard, declared against an injected registry, and the /metrics server."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from . import __version__
+
+OUTCOMES = (
+    "forwarded", "cached", "stale", "blocked_typo", "logged_typo", "blocked_override", "passthru",
+    "refused", "ratelimited", "servfail", "formerr", "notimp", "dropped", "any_minimal",
+)  # fmt: skip
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other", "none")
+QTYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR", 5: "CNAME", 2: "NS", 6: "SOA", 33: "SRV", 65: "HTTPS",
+          255: "ANY"}  # fmt: skip
+TRANSPORTS = ("udp", "tcp")
+UPSTREAM_RESULTS = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "other")
+UPSTREAM_ERRORS = ("timeout", "error", "mismatch", "wrong_source")
+MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
+ACTIONS = ("nxdomain", "sink", "refused", "log-only", "nodata", "drop", "tcp-only", "local-data", "passthru")
+LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
+_RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def rcode_label(reply: bytes | None) -> str:
+    if not reply or len(reply) < 4:
+        return "none"
+    return _RCODE_NAMES.get(reply[3] & 0xF, "other")
+
+
+class Metrics:
+    """All metrics, with every known label combination created at start so dashboards show 0."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.queries = Counter("resolverguard_queries_total", "Queries received", ["transport", "qtype"], registry=r)
+        self.responses = Counter(
+            "resolverguard_responses_total", "Responses by outcome and rcode", ["outcome", "rcode"], registry=r
+        )
+        self.duration = Histogram(
+            "resolverguard_request_duration_seconds", "Time from query received to reply sent", ["outcome"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.typo_blocks = Counter(
+            "resolverguard_typo_blocks_total", "Lookups of typo-neighbours blocked, by the protected domain they resemble",
+            ["protected_domain", "typo_class", "action", "qtype"], registry=r,
+        )  # fmt: skip
+        self.typo_would_block = Counter(
+            "resolverguard_typo_would_block_total", "Typo-neighbour lookups let through in log-only mode",
+            ["protected_domain", "typo_class", "qtype"], registry=r,
+        )  # fmt: skip
+        self.rpz_hits = Counter("resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"], registry=r)
+        self.upstream_duration = Histogram(
+            "resolverguard_upstream_request_duration_seconds", "Upstream exchange time", ["upstream"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_responses = Counter(
+            "resolverguard_upstream_responses_total", "Upstream replies by rcode", ["upstream", "rcode"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "resolverguard_upstream_errors_total", "Upstream failures and rejected (spoofed) replies",
+            ["upstream", "kind"], registry=r,
+        )  # fmt: skip
+        self.upstream_up = Gauge(
+            "resolverguard_upstream_up", "1 while the upstream is considered healthy", ["upstream"], registry=r,
+            multiprocess_mode="min",
+        )  # fmt: skip
+        self.cache_requests = Counter("resolverguard_cache_requests_total", "Cache look-ups", registry=r)
+        self.cache_hits = Counter("resolverguard_cache_hits_total", "Cache look-ups answered from cache", registry=r)
+        self.cache_entries = Gauge(
+            "resolverguard_cache_entries", "Replies held in the cache", registry=r, multiprocess_mode="sum"
+        )
+        self.malformed = Counter("resolverguard_malformed_total", "Malformed packets by kind", ["kind"], registry=r)
+        self.ratelimited = Counter("resolverguard_ratelimited_total", "Queries refused by the client rate limit", registry=r)
+        self.tcp_rejected = Counter(
+            "resolverguard_tcp_rejected_total", "TCP connections closed at once: connection cap reached", registry=r
+        )
+        self.internal_errors = Counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions", registry=r)
+        self.reloads = Counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"], registry=r)
+        self.last_reload = Gauge(
+            "resolverguard_policy_last_reload_timestamp_seconds", "Unix time of the last successful policy load",
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.rules = Gauge(
+            "resolverguard_policy_rules", "Override rules loaded, by zone", ["zone"], registry=r, multiprocess_mode="max"
+        )
+        self.protected = Gauge(
+            "resolverguard_protected_domains", "Protected domains loaded", registry=r, multiprocess_mode="max"
+        )
+        self.build_info = Gauge(
+            "resolverguard_build_info", "Build metadata; always 1", ["version"], registry=r, multiprocess_mode="max"
+        )
+        self.build_info.labels(__version__).set(1)
+        for kind in MALFORMED:
+            self.malformed.labels(kind)
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        for outcome in OUTCOMES:
+            self.duration.labels(outcome)
+        self._responses = {}
+        self._durations = {o: self.duration.labels(o) for o in OUTCOMES}
+        for outcome in OUTCOMES:
+            for rcode in RCODES:
+                self._responses[outcome, rcode] = self.responses.labels(outcome, rcode)
+        self._queries = {
+            (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*QTYPES.values(), "other")
+        }
+
+    def declare_policy(self, protected: Iterable[str], typo_classes: Iterable[str], zones: Iterable[str]) -> None:
+        """Create the series that depend on configuration (protected domains, classes, zones)."""
+        classes = tuple(typo_classes)
+        for domain in protected:
+            for cls in classes:
+                for qtype in ("A", "AAAA", "MX"):
+                    self.typo_blocks.labels(domain, cls, "nxdomain", qtype)
+                    self.typo_would_block.labels(domain, cls, qtype)
+        for zone in zones:
+            self.rules.labels(zone)
+            for action in ("nxdomain", "passthru", "local-data"):
+                self.rpz_hits.labels(zone, action)
+
+    def declare_upstreams(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.upstream_duration.labels(name)
+            self.upstream_up.labels(name).set(1)
+            for kind in UPSTREAM_ERRORS:
+                self.upstream_errors.labels(name, kind)
+            for rcode in ("NOERROR", "NXDOMAIN", "SERVFAIL"):
+                self.upstream_responses.labels(name, rcode)
+
+    def query(self, transport: str, qtype: int) -> None:
+        self._queries[transport, QTYPES.get(qtype, "other")].inc()
+
+    def response(self, outcome: str, reply: bytes | None, seconds: float) -> None:
+        self._responses[outcome, rcode_label(reply)].inc()
+        self._durations[outcome].observe(seconds)
+
+    def upstream(self, name: str, result: str, seconds: float) -> None:
+        """Called by the upstream pool for every exchange: an rcode name or an error kind."""
+        if result in UPSTREAM_ERRORS:
+            self.upstream_errors.labels(name, result).inc()
+            if result in ("timeout", "error"):
+                self.upstream_up.labels(name).set(0)
+            return
+        self.upstream_responses.labels(name, result).inc()
+        self.upstream_duration.labels(name).observe(seconds)
+        self.upstream_up.labels(name).set(1)
+
+    def reloaded(self, ok: bool, rules: dict[str, int] | None = None, protected: int | None = None) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.last_reload.set(time.time())
+            for zone, count in (rules or {}).items():
+                self.rules.labels(zone).set(count)
+            if protected is not None:
+                self.protected.set(protected)
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> None:
+    """Serve /metrics from a background thread (aggregating workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)

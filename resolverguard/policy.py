@@ -1,0 +1,80 @@
+"""The pure decision core: operator overrides, then the typo detector, then forwarding."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .rpz import PolicyTable, RpzHit
+from .typo import TypoGuard, TypoMatch
+
+DEFAULT_TYPO_QTYPES = frozenset({1, 28, 15})  # A, AAAA, MX
+TYPO_ACTIONS = ("nxdomain", "sink", "refused", "log-only")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one query. action "forward" lets it through (passthru and log-only included)."""
+
+    action: str  # forward | nxdomain | nodata | sink | refused | drop | tcp-only | local-data
+    outcome: str  # the metrics outcome: forwarded | passthru | logged_typo | blocked_typo | blocked_override
+    typo: TypoMatch | None = None
+    rpz: RpzHit | None = None
+
+    @property
+    def reason(self) -> str:
+        """Extended DNS Error text: why the answer was synthesised."""
+        if self.typo is not None:
+            return self.typo.describe()
+        if self.rpz is not None:
+            return f"override {self.rpz.owner} in zone {self.rpz.zone} ({self.rpz.action})"
+        return ""
+
+
+FORWARD = Decision("forward", "forwarded")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One immutable snapshot of everything that decides; a reload builds a new one and swaps it in."""
+
+    table: PolicyTable
+    guard: TypoGuard
+    typo_action: str = "nxdomain"
+    domain_actions: Mapping[str, str] = field(default_factory=dict)  # protected domain -> action
+    typo_qtypes: frozenset[int] = DEFAULT_TYPO_QTYPES
+    generation: int = 0
+    client_dependent: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        # Some rule triggers on the client address: decisions must not be shared across clients.
+        dependent = any(z.v4_lengths or z.v6_lengths for z in self.table.zones)
+        object.__setattr__(self, "client_dependent", dependent)
+
+    def decide(self, qname: str, qtype: int, client: str | None) -> Decision:
+        """Overrides win, the detector beats forwarding; a pure function of the snapshot and the question."""
+        addr = _address(client)
+        hit = self.table.lookup(qname, addr)
+        if hit is not None:
+            if hit.action == "passthru":
+                return Decision("forward", "passthru", rpz=hit)
+            return Decision(hit.action, "blocked_override", rpz=hit)
+        if qtype not in self.typo_qtypes:
+            return FORWARD
+        match = self.guard.find_neighbour(qname)
+        if match is None:
+            return FORWARD
+        action = self.domain_actions.get(match.protected, self.typo_action)
+        if action == "log-only" or match.policy == "log-only":
+            return Decision("forward", "logged_typo", typo=match)
+        return Decision(action, "blocked_typo", typo=match)
+
+
+def _address(client: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not client:
+        return None
+    try:
+        return ipaddress.ip_address(client.split("%")[0])
+    except ValueError:
+        return None

@@ -1,0 +1,213 @@
+"""UDP and TCP listeners: bytes in, pipeline, bytes out; errors become rcodes here, and only here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from . import wire
+from .errors import ResolverGuardError
+from .metrics import Metrics
+from .pipeline import Answer, Pipeline
+
+log = logging.getLogger(__name__)
+Payload = bytes | list[bytes] | None  # one reply, an AXFR's messages, or nothing
+_DROPPED = {wire.Unreadable: "unreadable", wire.NotQuery: "response"}
+
+
+class Server:
+    """Owns the listening sockets and the in-flight forwards; records metrics once per query."""
+
+    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, tcp_idle_timeout: float = 10.0,
+                 tcp_max_connections: int = 1000, max_inflight: int = 10_000,
+                 axfr: Callable[[wire.Query], list[bytes] | None] | None = None) -> None:  # fmt: skip
+        self.pipeline, self.metrics = pipeline, metrics
+        self.tcp_idle_timeout, self.tcp_max_connections, self.max_inflight = (
+            tcp_idle_timeout, tcp_max_connections, max_inflight)  # fmt: skip
+        self.axfr = axfr
+        self.inflight: set[asyncio.Task] = set()
+        self.tcp_connections: OrderedDict[TcpConnection, None] = OrderedDict()
+        self.closers: list[Callable[[], None]] = []
+        self.udp_transports: list[asyncio.DatagramTransport] = []
+        self.stopping = False
+        self.addresses: list[tuple[str, int]] = []
+
+    async def listen(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
+        """Listen on UDP and TCP at host:port (port 0: the same free port for both); return the address."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for _ in range(20):
+            udp, _proto = await loop.create_datagram_endpoint(
+                lambda: UdpListener(self), local_addr=(host, port), family=family, reuse_port=reuse_port or None
+            )
+            bound = udp.get_extra_info("sockname")[1]
+            try:
+                tcp = await loop.create_server(
+                    lambda: TcpConnection(self), host, bound, family=family, reuse_port=reuse_port or None, backlog=1024
+                )
+            except OSError:
+                udp.close()
+                if port:
+                    raise
+                continue  # the UDP port we drew is taken over TCP: draw again
+            self.closers.append(tcp.close)
+            self.udp_transports.append(udp)
+            self.addresses.append((host, bound))
+            log.info("listening address=%s port=%d transports=udp,tcp", host, bound)
+            return host, bound
+        raise OSError(f"no free port pair on {host}")
+
+    def stop_listening(self) -> None:
+        """Accept nothing new: close the TCP listeners, ignore new datagrams (UDP sockets stay open to reply)."""
+        self.stopping = True
+        for close in self.closers:
+            close()
+        self.closers.clear()
+
+    async def drain(self, grace: float) -> None:
+        """Wait (bounded) for in-flight forwards to finish, then close every socket."""
+        if self.inflight:
+            await asyncio.wait(set(self.inflight), timeout=grace)
+        for conn in list(self.tcp_connections):
+            conn.transport.close()
+        for udp in self.udp_transports:
+            udp.close()
+
+    def answer(self, data: bytes, client: str, tcp: bool, send: Callable[[Payload], None]) -> None:
+        """Answer one DNS message from a client; the only place where exceptions become rcodes."""
+        started = time.perf_counter()
+        query = None
+        try:
+            query = wire.parse_query(data, client, tcp)
+            self.metrics.query("tcp" if tcp else "udp", query.qtype)
+            if tcp and self.axfr is not None and query.qtype == 252 and (msgs := self.axfr(query)) is not None:
+                send(msgs)
+                self.metrics.response("forwarded", msgs[0] if msgs else None, time.perf_counter() - started)
+                return
+            answer = self.pipeline.answer_now(query)
+            if answer is None:
+                if len(self.inflight) >= self.max_inflight:
+                    answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
+                else:
+                    task = asyncio.ensure_future(self._forward(query, send, started))
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
+                    return
+        except (wire.Unreadable, wire.NotQuery) as exc:
+            self.metrics.malformed.labels(_DROPPED[type(exc)]).inc()
+            answer = Answer(None, "dropped")
+        except ResolverGuardError as exc:
+            kind = "notimp" if exc.rcode_hint == wire.NOTIMP else "formerr"
+            self.metrics.malformed.labels(kind).inc()
+            answer = Answer(wire.error_reply(data, exc.rcode_hint), kind)
+        except Exception:  # the only catch-all in the package: a bug must not take the server down
+            log.exception("internal error client=%s", client)
+            self.metrics.internal_errors.inc()
+            answer = Answer(wire.error_reply(data, wire.SERVFAIL), "servfail")
+        self._send(answer, query, send, started)
+
+    async def _forward(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
+        try:
+            answer = await self.pipeline.forwarder.resolve(query)
+        except Exception:  # same rule as answer(): log, count, SERVFAIL
+            log.exception("internal error while forwarding qname=%s", query.qname)
+            self.metrics.internal_errors.inc()
+            answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
+        self._send(answer, query, send, started)
+
+    def _send(self, answer: Answer, query: wire.Query | None, send: Callable[[Payload], None], started: float) -> None:
+        reply = answer.reply
+        if reply is not None and query is not None and not query.tcp:
+            reply = wire.fit_udp(reply, query)
+        send(reply)  # exactly once per message received; None: nothing goes out
+        self.metrics.response(answer.outcome, reply, time.perf_counter() - started)
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.server.stopping:
+            return
+        self.server.answer(data, addr[0], False, lambda reply: reply and self.transport.sendto(reply, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error %s", exc)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TCP client: length-framed queries, pipelined, answered out of order; idle timeout; connection cap."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.buffer = b""
+        self.pending = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        conns = self.server.tcp_connections
+        if len(conns) >= self.server.tcp_max_connections:
+            idle = next((c for c in conns if c.pending == 0), None)  # least recently active first
+            if idle is None:
+                self.server.metrics.tcp_rejected.inc()
+                self.closed = True
+                transport.close()
+                return
+            idle.transport.close()  # make room: drop the longest-idle connection (slowloris defence)
+            conns.pop(idle, None)
+        self.peer = transport.get_extra_info("peername")[0]
+        conns[self] = None
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(self.server.tcp_idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.pending:
+            self._arm()
+        else:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.server.tcp_connections.move_to_end(self)
+        self._arm()
+        self.buffer += data
+        while len(self.buffer) >= 2:
+            size = int.from_bytes(self.buffer[:2], "big")
+            if size < 12:  # zero-length or header-less frame: nothing to answer, stop reading
+                self.server.metrics.malformed.labels("tcp_frame").inc()
+                self.transport.close()
+                self.closed = True
+                return
+            if len(self.buffer) < 2 + size:
+                return
+            msg, self.buffer = self.buffer[2 : 2 + size], self.buffer[2 + size :]
+            self.pending += 1
+            self.server.answer(msg, self.peer, True, self._send)
+
+    def _send(self, payload: Payload) -> None:
+        self.pending -= 1
+        if self.closed or payload is None:
+            return
+        for msg in payload if isinstance(payload, list) else (payload,):
+            self.transport.write(wire.frame(msg))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.tcp_connections.pop(self, None)
