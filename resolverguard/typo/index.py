@@ -1,0 +1,346 @@
+"""TypoGuard: a compiled neighbour index (hash maps and a deletion index) and the per-query lookup."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable, Mapping
+
+from rapidfuzz.distance import Levenshtein
+
+from resolverguard import names
+from resolverguard.typo import lists, skeleton
+from resolverguard.typo.classify import classify_edit, edits1
+from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
+
+log = logging.getLogger(__name__)
+
+MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
+MIN_FUZZY_LENGTH = 4  # shorter labels (af, aol) get exact variants only
+MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
+_CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}
+_SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
+
+_Ids = int | tuple[int, ...]
+
+
+def _add(table: dict[str, _Ids], key: str, pid: int) -> None:
+    """Record pid under key; a key shared by several protected names holds a tuple."""
+    old = table.get(key)
+    if old is None:
+        table[key] = pid
+    elif isinstance(old, int):
+        if old != pid:
+            table[key] = (old, pid)
+    elif pid not in old:
+        table[key] = old + (pid,)
+
+
+def _ids(value: _Ids | None) -> tuple[int, ...]:
+    """The protected ids stored under one key."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, int) else value
+
+
+def _valid_suffix(text: str) -> bool:
+    """True if text could be a DNS suffix: non-empty labels without edge hyphens."""
+    return bool(text) and all(label and label[0] != "-" and label[-1] != "-" for label in text.split("."))
+
+
+def _suffix_typos(suffix: str) -> set[str]:
+    """Suffixes one edit from suffix (ml, il for mil; gov.ua for gov.au), plus gov.uk -> uk."""
+    out = {v for v in edits1(suffix, _SUFFIX_ALPHABET) if v != suffix and _valid_suffix(v)}
+    if "." in suffix:
+        out.add(suffix.split(".", 1)[1])
+    return out
+
+
+class TypoGuard:
+    """Recognises query names that are typo-neighbours of protected domains, by key lookups only."""
+
+    protected: frozenset[str]
+
+    def __init__(self) -> None:
+        self.protected = frozenset()
+        self.policy: dict[str, str] = resolve_policy(None)
+        self._exempt: frozenset[str] = frozenset()
+        self._established: frozenset[str] = frozenset()
+        self._domains: frozenset[str] = frozenset()  # protected domain entries (not suffixes)
+        self._second_level: dict[str, frozenset[str]] = {}  # protected suffix entry -> known labels
+        self._names: list[str] = []  # pid -> protected domain
+        self._labels: list[str] = []  # pid -> its leftmost label (ASCII, or Unicode if IDN)
+        self._edit: dict[str, dict[str, _Ids]] = {}  # suffix -> label and its deletions -> pids
+        self._loose: dict[str, dict[str, _Ids]] = {}  # suffix -> loose skeletons -> pids
+        self._strong: dict[str, dict[str, _Ids]] = {}  # suffix -> strong skeleton -> pids (short labels)
+        self._typo_suffix: dict[str, tuple[str, ...]] = {}  # ml -> (mil,)
+        self._indexed_suffixes: frozenset[str] = frozenset()  # suffixes with edit/skeleton tables
+        self._combo: dict[str, tuple[str, str]] = {}  # armymil -> (army.mil, dot_omission)
+        self._swap: dict[str, str] = {}  # label -> protected domain, for tld_swap and dictionary
+        self._psl_rules: frozenset[str] = names.psl_rules()
+        self._words: frozenset[str] = frozenset()
+        self._word_ends: tuple[str, ...] = ()
+        self._word_lengths: tuple[int, ...] = ()
+        self.find_neighbour = self._find  # replaced by a cached version in build()
+
+    @classmethod
+    def build(
+        cls,
+        protected: Iterable[str],
+        allow: Iterable[str] = (),
+        *,
+        class_policy: Mapping[str, str] | None = None,
+        tld_second_level: Mapping[str, Iterable[str]] | None = None,
+        cache_size: int = 65536,
+    ) -> TypoGuard:
+        """Compile the index; ValueError on an invalid name, ConfigError on a bad class policy."""
+        guard = cls()
+        guard.policy = resolve_policy(class_policy)
+        entries = sorted({names.normalise(p) for p in protected})
+        allowed = {names.normalise(a) for a in allow}
+        guard.protected = frozenset(entries)
+        guard._exempt = frozenset(entries) | frozenset(allowed)
+        guard._established = lists.established_domains() - guard.protected
+        guard._words = lists.dictionary_words()
+        guard._word_lengths = tuple(sorted({len(w) for w in guard._words}))
+        guard._word_ends = tuple(sorted(guard._words))
+        extra = {names.normalise(k): {names.normalise(v) for v in vs} for k, vs in (tld_second_level or {}).items()}
+        exact_only = lists.exact_only_labels()
+
+        suffixes: set[str] = set()
+        domains = []
+        for entry in entries:
+            if names.is_public_suffix(entry):
+                known = set(extra.get(entry, ()))
+                if entry == "mil":
+                    known |= lists.mil_second_level()
+                guard._second_level[entry] = frozenset(known)
+                suffixes.add(entry)
+            else:
+                domains.append(entry)
+        guard._domains = frozenset(domains)
+
+        for pid, domain in enumerate(domains):
+            label, suffix = domain.split(".", 1)
+            text = skeleton.decode_label(label) if label.startswith("xn--") else label
+            text = text or label
+            guard._names.append(domain)
+            guard._labels.append(text)
+            folded = skeleton.fold(text)
+            fuzzy = len(text) >= MIN_FUZZY_LENGTH and text not in exact_only and folded.isascii()
+            is_registrable = names.is_public_suffix(suffix)
+            if is_registrable:
+                suffixes.add(suffix)
+            if not fuzzy:
+                _add(guard._strong.setdefault(suffix, {}), skeleton.strong(folded), pid)
+            else:
+                loose = skeleton.loose(folded)
+                table = guard._loose.setdefault(suffix, {})
+                for key in (loose, *skeleton.rewrites(loose, skeleton.FORWARD_RULES)):
+                    _add(table, key, pid)
+                if text.isascii():
+                    table = guard._edit.setdefault(suffix, {})
+                    _add(table, text, pid)
+                    for i in range(len(text)):
+                        _add(table, text[:i] + text[i + 1:], pid)
+                if is_registrable:
+                    guard._swap.setdefault(text, domain)
+            if text.isascii():
+                guard._add_combos(label, suffix, domain)
+
+        for suffix_entry, known in guard._second_level.items():
+            for label in sorted(known):
+                guard._add_combos(label, suffix_entry, f"{label}.{suffix_entry}")
+        typo_suffix: dict[str, set[str]] = {}
+        for suffix in sorted(suffixes):
+            for typo in _suffix_typos(suffix):
+                typo_suffix.setdefault(typo, set()).add(suffix)
+        guard._typo_suffix = {k: tuple(sorted(v)) for k, v in typo_suffix.items()}
+        guard._indexed_suffixes = frozenset(guard._edit) | frozenset(guard._loose) | frozenset(guard._strong)
+        if cache_size > 0:
+            guard.find_neighbour = functools.lru_cache(maxsize=cache_size)(guard._find)
+        log.info("typo index built protected=%d suffix_entries=%d edit_keys=%d skeleton_keys=%d",
+                 len(entries), len(guard._second_level), sum(map(len, guard._edit.values())),
+                 sum(map(len, guard._loose.values())))
+        return guard
+
+    def _add_combos(self, label: str, suffix: str, domain: str) -> None:
+        """Index armymil / army-mil / modgov style labels for domain."""
+        parts = suffix.split(".")
+        for k in range(1, len(parts) + 1):
+            self._combo.setdefault(label + "".join(parts[:k]), (domain, "dot_omission"))
+            self._combo.setdefault(label + "-" + "-".join(parts[:k]), (domain, "combo"))
+
+    # --- query time: everything below is dictionary and set lookups --------------------------------
+
+    def _find(self, qname: str) -> TypoMatch | None:
+        """The neighbour match for qname, or None; never raises on text input."""
+        if not isinstance(qname, str) or not qname or len(qname) > 1024:
+            return None
+        name = qname.lower()
+        if name.endswith("."):
+            name = name[:-1]
+        labels = name.split(".")
+        n = len(labels)
+        parents = [""] * n
+        acc = labels[-1]
+        parents[-1] = acc
+        for i in range(n - 2, -1, -1):
+            acc = labels[i] + "." + acc
+            parents[i] = acc
+        exempt = self._exempt
+        for parent in parents:
+            if parent in exempt:
+                return None
+        low = max(0, n - MAX_LEVELS)
+        ps = n - 1  # index of the first label of the public suffix; any single label is one
+        rules = self._psl_rules
+        for i in range(n - 2, low - 1, -1):
+            parent = parents[i]
+            if "!" + parent in rules or not (
+                    parent in rules or "*." + parent in rules or "*." + parents[i + 1] in rules):
+                break
+            ps = i
+        if n > 2:  # exact reconstructions first: proto.nmail.com is protonmail.com, not nmail.com
+            found = self._across(labels, parents, low, ps)
+            if found is not None:
+                return self._match(qname, *found)
+        indexed, typo_suffix, combo = self._indexed_suffixes, self._typo_suffix, self._combo
+        for i in range(n - 2, low - 1, -1):
+            suffix = parents[i + 1]
+            if i != ps - 1 and suffix not in indexed and suffix not in typo_suffix and labels[i] not in combo:
+                continue  # nothing can match at this level: skip the call
+            if parents[i] in self._established:
+                continue
+            found = self._level(labels[i], suffix, i == ps - 1)
+            if found is not None:
+                return self._match(qname, parents[i], *found)
+        return None
+
+    def _match(self, qname: str, neighbour: str, protected: str, typo_class: str, distance: int) -> TypoMatch:
+        """Wrap a hit with its class policy."""
+        return TypoMatch(qname, neighbour, protected, typo_class, distance, self.policy[typo_class])
+
+    def _level(self, label: str, suffix: str, registrable: bool) -> tuple[str, str, int] | None:
+        """Match one level label.suffix: TLD typo, label edits, look-alikes, combos, swaps."""
+        for protected_suffix in self._typo_suffix.get(suffix, ()):
+            candidate = label + "." + protected_suffix
+            if candidate in self._domains or label in self._second_level.get(protected_suffix, ()):
+                return candidate, "tld_typo", Levenshtein.distance(suffix, protected_suffix)
+        if label.startswith("xn--"):
+            return self._idn(label, suffix)
+        table = self._edit.get(suffix)
+        if table is not None:
+            found = self._edits(label, table)
+            if found is not None:
+                return found
+        table = self._loose.get(suffix)
+        if table is not None:
+            loose = skeleton.loose(label)
+            value = table.get(loose)
+            if value is None:
+                value = next(filter(None, map(table.get, skeleton.rewrites(loose, skeleton.REVERSE_RULES))), None)
+            if value is not None:
+                pid = _ids(value)[0]
+                return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
+        table = self._strong.get(suffix)
+        if table is not None:
+            for pid in _ids(table.get(skeleton.strong(label))):
+                return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
+        combo = self._combo.get(label)
+        if combo is not None:
+            domain, typo_class = combo
+            return domain, typo_class, Levenshtein.distance(label + "." + suffix, domain)
+        if registrable:
+            return self._swap_or_word(label, suffix)
+        return None
+
+    def _edits(self, label: str, table: dict[str, _Ids]) -> tuple[str, str, int] | None:
+        """One-edit neighbours through the symmetric deletion index, best class first."""
+        values = [v for v in map(table.get, [label, *[label[:i] + label[i + 1:] for i in range(len(label))]])
+                  if v is not None]
+        if not values and "es" not in label:
+            return None
+        pids = {pid for value in values for pid in _ids(value)}
+        best = None
+        for pid in pids:
+            typo_class = classify_edit(label, self._labels[pid])
+            if typo_class is not None:
+                rank = (_CLASS_RANK[typo_class], self._names[pid])
+                if best is None or rank < best[0]:
+                    best = rank, (self._names[pid], typo_class, 1)
+        if best is not None:
+            return best[1]
+        start = label.find("es", 3)
+        while start != -1:  # plural with "es" after s, x or z: protonsmail -> protonsesmail
+            if label[start - 1] in "sxz":
+                for pid in _ids(table.get(label[:start] + label[start + 2:])):
+                    if self._labels[pid] == label[:start] + label[start + 2:]:
+                        return self._names[pid], "plural", 2
+            start = label.find("es", start + 1)
+        return None
+
+    def _idn(self, label: str, suffix: str) -> tuple[str, str, int] | None:
+        """An xn-- label whose confusable skeleton equals a protected one."""
+        text = skeleton.decode_label(label)
+        if text is None:
+            return None
+        folded = skeleton.fold(text)
+        if not folded.isascii():
+            return None
+        table = self._loose.get(suffix)
+        if table is not None:
+            loose = skeleton.loose(folded)
+            for key in (loose, *skeleton.rewrites(loose, skeleton.REVERSE_RULES)):
+                for pid in _ids(table.get(key)):
+                    return self._names[pid], "idn_homoglyph", Levenshtein.distance(text, self._labels[pid])
+        table = self._strong.get(suffix)
+        if table is not None:
+            for pid in _ids(table.get(skeleton.strong(folded))):
+                return self._names[pid], "idn_homoglyph", Levenshtein.distance(text, self._labels[pid])
+        return None
+
+    def _swap_or_word(self, label: str, suffix: str) -> tuple[str, str, int] | None:
+        """At the registrable level: the same label under another TLD, or label plus a common word."""
+        swap = self._swap
+        domain = swap.get(label)
+        if domain is not None:
+            return domain, "tld_swap", Levenshtein.distance(suffix, domain.split(".", 1)[1])
+        if "-" in label:
+            for part in label.split("-"):
+                if part in swap:
+                    return swap[part], "dictionary", len(label) - len(part)
+            return None
+        ends = self._word_ends
+        if not (label.endswith(ends) or label.startswith(ends)):
+            return None
+        words = self._words
+        size = len(label)
+        for k in self._word_lengths:
+            if k > size - MIN_FUZZY_LENGTH:
+                break
+            if label[-k:] in words and label[:-k] in swap:
+                return swap[label[:-k]], "dictionary", k
+            if label[:k] in words and label[k:] in swap:
+                return swap[label[k:]], "dictionary", k
+        return None
+
+    def _across(self, labels: list[str], parents: list[str], low: int, ps: int) -> tuple[str, str, str, int] | None:
+        """Matches that span labels: dot insertion (ar.my.mil) and a protected name inside (army.mil.com)."""
+        n = len(labels)
+        for i in range(low, n - 1):
+            for k in range(2, MAX_JOINED_LABELS + 1):
+                j = i + k
+                if j > n - 1:
+                    break
+                joined, rest = "".join(labels[i:j]), parents[j]
+                candidate = joined + "." + rest
+                if candidate in self._domains or joined in self._second_level.get(rest, ()):
+                    return parents[i], candidate, "dot_insertion", k - 1
+        for i in range(low, ps - 1):
+            for j in range(i + 2, min(i + 5, ps) + 1):
+                inner = ".".join(labels[i + 1:j])
+                candidate = labels[i] + "." + inner
+                if candidate in self._domains or labels[i] in self._second_level.get(inner, ()):
+                    return parents[i], candidate, "combo", len(parents[i]) - len(candidate)
+        return None

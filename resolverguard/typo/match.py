@@ -1,0 +1,75 @@
+"""The typo class vocabulary, per-class policies and the TypoMatch result."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from resolverguard.errors import ConfigError
+
+# Fixed order; the names are Prometheus label values and config keys.
+TYPO_CLASSES: tuple[str, ...] = (
+    "omission",       # gmil.com
+    "insertion",      # gmaiql.com (a keyboard neighbour inserted inside the label)
+    "addition",       # gmaila.com (a character appended to the label)
+    "repetition",     # gmaail.com
+    "transposition",  # gmial.com
+    "replacement",    # gnail.com (keyboard neighbour or any other character)
+    "vowel_swap",     # gmeil.com
+    "hyphenation",    # g-mail.com
+    "bitsquatting",   # gmaml.com (one bit flipped)
+    "plural",         # gmaiels.com, armys.mil
+    "homoglyph",      # rnicrosoft.com, g00gle.com (ASCII look-alikes)
+    "idn_homoglyph",  # xn--pypal-4ve.com (Unicode confusables, punycode decoded)
+    "dot_omission",   # armymil.com, gmailcom.com, modgov.uk
+    "dot_insertion",  # ar.my.mil, g.mail.com
+    "tld_typo",       # army.ml, army.il, gmail.co, mod.gov.ua, mod.uk
+    "tld_swap",       # gmail.xyz
+    "combo",          # army-mil.com, army.mil.com
+    "dictionary",     # gmail-login.com, armyportal.com
+)
+POLICIES = ("block", "log-only")
+# TLD swaps and dictionary combinations are mostly brand abuse rather than typing mistakes, and they
+# hit legitimate names far more often (navy.com, armytimes.com): log them, do not block, by default.
+DEFAULT_POLICY: Mapping[str, str] = {c: "log-only" if c in ("tld_swap", "dictionary") else "block" for c in TYPO_CLASSES}
+_DESCRIBE_LIMIT = 200
+
+
+def resolve_policy(overrides: Mapping[str, str] | None) -> dict[str, str]:
+    """Merge per-class overrides into the defaults; ConfigError on an unknown class or policy."""
+    policy = dict(DEFAULT_POLICY)
+    for name, value in (overrides or {}).items():
+        key = str(name).replace("-", "_")
+        if key not in policy:
+            raise ConfigError(f"unknown typo class {name!r}; known: {', '.join(TYPO_CLASSES)}")
+        if value not in POLICIES:
+            raise ConfigError(f"typo class {name!r}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
+        policy[key] = value
+    return policy
+
+
+@dataclass(frozen=True)
+class TypoMatch:
+    """A query name that resembles a protected domain."""
+
+    qname: str
+    neighbour: str  # the registrable (or parent) name that matched
+    protected: str
+    typo_class: str
+    distance: int
+    policy: str  # "block" | "log-only"
+
+    @property
+    def blocks(self) -> bool:
+        """True if the class policy is to block."""
+        return self.policy == "block"
+
+    def describe(self) -> str:
+        """One ASCII line of at most 200 characters, fit for an EDE extra-text."""
+        tail = f" resembles protected {self.protected} ({self.typo_class}, distance {self.distance})"
+        neighbour = self.neighbour
+        room = _DESCRIBE_LIMIT - len(tail)
+        if len(neighbour) > room:
+            neighbour = "..." + neighbour[-(room - 3):]
+        text = neighbour + tail
+        return text.encode("ascii", "backslashreplace").decode("ascii")[:_DESCRIBE_LIMIT]
