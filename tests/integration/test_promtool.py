@@ -1,0 +1,147 @@
+"""promtool accepts the example Prometheus config and alert rules, and the key alerts fire on synthetic series.
+
+Skipped when promtool is not installed, failed instead when CI=true (tests/realprog.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from realprog import require_program
+
+pytestmark = pytest.mark.realprog
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "grafana" / "prometheus"
+
+# promtool's rule unit tests: synthetic series in, expected alerts out (evaluated every 1m).
+RULE_TESTS = """
+rule_files: [alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'resolverguard_typo_blocks_total{job="resolverguard",instance="mx1:9153",
+                 protected_domain="army.mil",typo_class="tld_typo",action="nxdomain",qtype="MX"}'
+        values: '0 0 0 1 1 1 1 1 1 1 1 1'
+      - series: 'resolverguard_typo_blocks_total{job="resolverguard",instance="mx1:9153",
+                 protected_domain="gmail.com",typo_class="transposition",action="nxdomain",qtype="A"}'
+        values: '0x12'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: ResolverGuardTypoLookupBlocked
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: ResolverGuardTypoLookupBlocked
+        exp_alerts:
+          - exp_labels: {severity: warning, job: resolverguard, instance: "mx1:9153",
+                         protected_domain: army.mil, typo_class: tld_typo}
+            exp_annotations:
+              summary: Lookup of a typo-neighbour of army.mil blocked
+              description: >-
+                mx1:9153 blocked lookups of names that resemble army.mil
+                (typo class tld_typo): about 1 in 5 minutes. A mail was probably
+                addressed to a mistyped domain. The block event log (one JSON line per lookup) has the qname and client.
+      - eval_time: 11m
+        alertname: ResolverGuardTypoLookupBlocked
+        exp_alerts: []
+
+  - interval: 1m
+    input_series:
+      - series: 'up{job="resolverguard",instance="mx1:9153"}'
+        values: '1 1 0 0 0 0 0'
+      - series: 'resolverguard_upstream_up{job="resolverguard",instance="mx1:9153",
+                 upstream="192.0.2.53:53"}'
+        values: '1 1 0 0 0 1 1'
+      - series: 'resolverguard_policy_reloads_total{job="resolverguard",instance="mx1:9153",
+                 result="failure"}'
+        values: '0 0 1 1 1 1 1'
+      - series: 'resolverguard_responses_total{job="resolverguard",instance="mx1:9153",
+                 outcome="forwarded",rcode="NOERROR"}'
+        values: '0+60x20'
+      - series: 'resolverguard_responses_total{job="resolverguard",instance="mx1:9153",
+                 outcome="servfail",rcode="SERVFAIL"}'
+        values: '0+30x20'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: ResolverGuardInstanceDown
+        exp_alerts:
+          - exp_labels: {severity: critical, job: resolverguard, instance: "mx1:9153"}
+            exp_annotations:
+              summary: resolverguard mx1:9153 is down
+              description: "Prometheus cannot scrape mx1:9153/metrics: the process or its host is down."
+      - eval_time: 4m
+        alertname: ResolverGuardUpstreamDown
+        exp_alerts:
+          - exp_labels: {severity: critical, job: resolverguard, instance: "mx1:9153",
+                         upstream: "192.0.2.53:53"}
+            exp_annotations:
+              summary: Upstream 192.0.2.53:53 of mx1:9153 is down
+              description: >-
+                The last exchange with upstream 192.0.2.53:53 timed out or failed, for at least a minute.
+                Queries fail over to the other upstreams; with none left, clients get SERVFAIL.
+      - eval_time: 6m
+        alertname: ResolverGuardUpstreamDown
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: ResolverGuardPolicyReloadFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, job: resolverguard, instance: "mx1:9153"}
+            exp_annotations:
+              summary: Policy reload failed on mx1:9153
+              description: >-
+                A changed zone, list or config file could not be loaded; the last good policy stays in force.
+                Run `resolverguard lint` and see the WARNING log line for file and line.
+      - eval_time: 16m
+        alertname: ResolverGuardServfailRatioHigh
+        exp_alerts:
+          - exp_labels: {severity: warning, job: resolverguard, instance: "mx1:9153"}
+            exp_annotations:
+              summary: 33.33% of replies from mx1:9153 are SERVFAIL
+              description: "More than 5% of the replies are SERVFAIL: upstreams failing, or internal errors."
+
+  - interval: 1m
+    input_series:
+      - series: 'up{job="node"}'
+        values: '1x15'
+    alert_rule_test:
+      - eval_time: 11m
+        alertname: ResolverGuardMetricsAbsent
+        exp_alerts:
+          - exp_labels: {severity: critical, job: resolverguard}
+            exp_annotations:
+              summary: No resolverguard metrics
+              description: >-
+                No target of job "resolverguard" exports resolverguard_build_info: the scrape configuration is
+                missing, or no instance is up.
+"""
+
+
+def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    promtool = require_program("promtool")
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_accepts_the_example_scrape_config_and_its_rule_files(tmp_path):
+    # rule_files are relative to the config file: check a copy of the folder, from another directory
+    shutil.copytree(PROMETHEUS_DIR, tmp_path / "prometheus")
+    done = _promtool("check", "config", str(tmp_path / "prometheus" / "prometheus.yml"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 rule files found" in done.stdout + done.stderr
+
+
+def test_check_rules_accepts_the_alert_rules():
+    done = _promtool("check", "rules", str(PROMETHEUS_DIR / "alerts.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_alerts_fire_on_synthetic_series(tmp_path):
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "alerts_test.yml").write_text(RULE_TESTS)
+    done = _promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
