@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from . import __version__
-from .config import Config, load_config
+from .config import DEFAULT_LISTEN, Config, load_config
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _config(args: argparse.Namespace) -> Config:
         overrides["protect"] = tuple(overrides["protect"])
     if overrides.get("allow"):
         overrides["allow"] = tuple(overrides["allow"])
-    return load_config(args.config, overrides)
+    return load_config(getattr(args, "config", None), overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,18 +94,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(cfg: Config, args: argparse.Namespace) -> int:
+    from . import names as names_mod
     from .config import QTYPE_NUMBERS
     from .reload import load_policy
 
     qtype = QTYPE_NUMBERS.get(args.qtype.upper())
     if qtype is None:
         raise ConfigError(f"unknown query type {args.qtype!r}")
+    try:  # the text the server would see for this query: lowercase, IDNA, escaped, no trailing dot
+        name = names_mod.query_text(args.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     policy = load_policy(cfg)
-    name = args.name.lower().rstrip(".")
-    try:
-        name = name.encode("idna").decode("ascii") if not name.isascii() else name
-    except UnicodeError:
-        raise ConfigError(f"not a domain name: {args.name!r}") from None
     decision = policy.decide(name, qtype, None)
     blocked = decision.action != "forward"
     m, hit = decision.typo, decision.rpz
@@ -117,6 +117,7 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         "class": m.typo_class if m else None,
         "distance": m.distance if m else None,
         "rule": f"rpz {hit.zone} {hit.owner} ({hit.action})" if hit else ("typo-detector" if m else None),
+        "neighbour": m.neighbour if m else None,
         "reason": decision.reason or None,
     }
     if args.json:
@@ -129,7 +130,10 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
 def neighbours(cfg: Config, args: argparse.Namespace) -> int:
     from .typo import neighbours as enumerate_neighbours
 
-    found = enumerate_neighbours(args.domain.lower().rstrip("."))
+    try:
+        found = enumerate_neighbours(args.domain)
+    except ValueError as exc:  # not a domain name: one line, exit 2
+        raise ConfigError(str(exc)) from None
     if args.json:
         print(json.dumps(found, indent=1))
     else:
@@ -157,26 +161,26 @@ def lint(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
-    from .export import render_rpz
+    from .export import SerialStore, render_policy
     from .reload import load_policy
-    from .typo import neighbours as enumerate_neighbours
 
     policy = load_policy(cfg)
-    protected = sorted(policy.guard.protected)
-    tty = sys.stderr.isatty()
-    found: dict[str, list[str]] = {}
-    for i, domain in enumerate(protected, 1):
-        found[domain] = [n for names in enumerate_neighbours(domain).values() for n in names]
-        if tty:
-            sys.stderr.write(f"\rexporting: {i}/{len(protected)} protected domains")
-    if tty:
-        sys.stderr.write("\n")
-    text = render_rpz(policy.table, found, origin=cfg.export_origin)
+    progress = None
+    if sys.stderr.isatty():  # long exports (many protected domains) show where they are
+
+        def progress(done: int, total: int) -> None:
+            sys.stderr.write(f"\rexporting: {done}/{total} protected domains" + ("\n" if done == total else ""))
+
+    serials = None
+    if args.output and os.path.exists(args.output):  # continue its serial: grows on change, same otherwise
+        with open(args.output, encoding="utf-8", errors="replace") as fh:
+            serials = SerialStore.resume(fh.read())
+    text = render_policy(policy, origin=cfg.export_origin, serials=serials, progress=progress)
     if args.output:
         tmp = f"{args.output}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, args.output)
+        os.replace(tmp, args.output)  # a secondary never reads half a zone
     else:
         sys.stdout.write(text)
     return 0
@@ -186,6 +190,22 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     from .logsetup import setup_logging
 
     setup_logging(cfg.log_level)
+    if cfg.workers > 1:
+        from .workers import supervise
+
+        return supervise(cfg, lambda worker_cfg: _worker(worker_cfg, args))
+    return _run(cfg, args, reuse_port=False)
+
+
+def _worker(cfg: Config, args: argparse.Namespace) -> int:
+    try:
+        return _run(cfg, args, reuse_port=True)
+    except ResolverGuardError as exc:
+        sys.stderr.write(f"resolverguard: error: {exc}\n")
+        return 2
+
+
+def _run(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
     try:
         import uvloop
 
@@ -193,18 +213,19 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        return runner(_serve(cfg, args))
+        return runner(_serve(cfg, args, reuse_port))
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
 
 
-async def _serve(cfg: Config, args: argparse.Namespace) -> int:
+async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
     from . import metrics as metrics_mod
     from .cache import Cache
     from .events import setup_events
     from .pipeline import build_pipeline
     from .reload import PolicyHolder, reread_config
     from .server import Server
+    from .transfer import ZoneExport
     from .upstream import Upstream, UpstreamPool, from_resolv_conf
 
     metrics = metrics_mod.Metrics()
@@ -219,12 +240,19 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
     pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after,
                         randomize_case=cfg.randomize_case, observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
     pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
-    server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout,
-                    tcp_max_connections=cfg.tcp_max_connections, max_inflight=cfg.max_inflight)  # fmt: skip
+    export = ZoneExport(cfg.export_origin, cfg.export_clients, holder.current) if cfg.export_clients else None
+    server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout, tcp_max_connections=cfg.tcp_max_connections,
+                    max_inflight=cfg.max_inflight, axfr=export.answer if export else None)  # fmt: skip
     setup_events(cfg.events)
     for ep in cfg.listen:
-        await server.listen(ep.host, ep.port)
-    if cfg.metrics:
+        try:
+            await server.listen(ep.host, ep.port, reuse_port=reuse_port)
+        except OSError as exc:
+            if str(ep) not in DEFAULT_LISTEN or ep.host == "127.0.0.1":
+                raise
+            log.warning("not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)", ep.host,
+                        ep.port, exc.strerror or exc)  # fmt: skip
+    if cfg.metrics:  # with --workers the supervisor serves /metrics for all of them
         metrics_mod.serve(metrics.registry, cfg.metrics.host, cfg.metrics.port)
         log.info("metrics address=%s port=%d path=/metrics", cfg.metrics.host, cfg.metrics.port)
     log.info("started version=%s upstreams=%s zones_dir=%s", __version__, ",".join(u.name for u in upstreams),

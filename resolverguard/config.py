@@ -67,6 +67,7 @@ class Config:
     events: str = "-"  # block event log: "-" for stdout, a path, or "" to disable
     log_level: str = "INFO"
     export_origin: str = "rpz.resolverguard."
+    export_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may transfer the export zone; () = off
     config_path: str | None = None
 
 
@@ -82,7 +83,7 @@ _TABLES = {
     "ratelimit": {"qps": "ratelimit_qps", "burst": "ratelimit_burst", "exempt": "ratelimit_exempt",
                   "action": "ratelimit_action"},
     "log": {"level": "log_level", "events": "events"},
-    "export": {"origin": "export_origin"},
+    "export": {"origin": "export_origin", "clients": "export_clients"},
 }  # fmt: skip
 _TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
         "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight"}  # fmt: skip
@@ -194,7 +195,7 @@ def _build(values: dict[str, Any], path: str | None) -> Config:
     for qtype in cfg.typo_qtypes:
         if qtype.upper() not in QTYPE_NUMBERS:
             raise _KeyError("qtypes", f"unknown query type {qtype!r}")
-    for net in (*cfg.allow_clients, *cfg.ratelimit_exempt):
+    for net in (*cfg.allow_clients, *cfg.ratelimit_exempt, *cfg.export_clients):
         try:
             ipaddress.ip_network(net, strict=False)
         except ValueError:

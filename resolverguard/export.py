@@ -40,7 +40,9 @@ import dns.rrset
 import dns.zone
 
 from resolverguard.errors import ConfigError
+from resolverguard.policy import Policy
 from resolverguard.rpz import PolicyTable, RpzHit
+from resolverguard.typo import neighbours as enumerate_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,18 @@ class SerialStore:
     digest gets the same serial again, so secondaries do not transfer an unchanged zone.
     """
 
-    def __init__(self, previous: int = 0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, previous: int = 0, clock: Callable[[], float] = time.time, digest: bytes | None = None) -> None:
         self._serial = previous
-        self._digest: bytes | None = None
+        self._digest = digest
         self._clock = clock
         self._lock = threading.Lock()
+
+    @classmethod
+    def resume(cls, previous_export: str) -> SerialStore:
+        """Continue the serials of an earlier export (its text): same content, same serial; else a larger one."""
+        serial = re.search(r"^@ SOA \S+ \S+ (\d+) ", previous_export, re.M)
+        digest = re.search(r"^; content sha256 ([0-9a-f]{64})$", previous_export, re.M)
+        return cls(int(serial.group(1)) if serial else 0, digest=bytes.fromhex(digest.group(1)) if digest else None)
 
     @property
     def current(self) -> int:
@@ -176,12 +185,13 @@ def render_rpz(
         progress(0, 0)
 
     body_text = "\n".join(body) + "\n"
+    digest = hashlib.sha256(f"{origin_name}\n{ttl}\n{body_text}".encode()).digest()
     if serial is None:
-        digest = hashlib.sha256(f"{origin_name}\n{ttl}\n{body_text}".encode()).digest()
         serial = (serials or _DEFAULT_SERIALS).next(digest)
     refresh, retry, expire, minimum = SOA_TIMERS
     head = [
         f"; resolverguard RPZ export: {len(rules)} operator overrides, {exported} typo neighbours",
+        f"; content sha256 {digest.hex()}",
         f"$ORIGIN {origin_name}",
         f"$TTL {ttl}",
         f"@ SOA {SOA_MNAME} {SOA_RNAME} {serial} {refresh} {retry} {expire} {minimum}",
@@ -192,6 +202,34 @@ def render_rpz(
         origin_name, serial, len(rules), exported, skipped,
     )
     return "\n".join(head) + "\n" + body_text
+
+
+def render_policy(
+    policy: Policy, *, origin: str = DEFAULT_ORIGIN, serials: SerialStore | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """The effective policy of a running guard as one zone: overrides plus the neighbours it would block.
+
+    Each enumerated neighbour is checked against the guard itself, so what is exported is exactly what
+    is blocked: established domains (mail.com), allowlisted names and log-only classes or domains stay out.
+    """
+    protected = sorted(policy.guard.protected)
+    blocked: dict[str, list[str]] = {}
+    for i, domain in enumerate(protected, 1):
+        found = {n for names in enumerate_neighbours(domain).values() for n in names}
+        blocked[domain] = sorted(n for n in found if _blocks(policy, n))
+        if progress is not None:
+            progress(i, len(protected))
+    return render_rpz(policy.table, blocked, origin=origin, serials=serials)
+
+
+def _blocks(policy: Policy, name: str) -> bool:
+    match = policy.guard.find_neighbour(name)
+    return (
+        match is not None
+        and match.blocks
+        and policy.domain_actions.get(match.protected, policy.typo_action) != "log-only"
+    )
 
 
 def _norm(name: str) -> str:
@@ -341,4 +379,4 @@ def _refused(query: dns.message.Message) -> bytes:
     return reply.to_wire()
 
 
-__all__ = ["DEFAULT_ORIGIN", "EXPORT_ACTIONS", "SerialStore", "axfr_response", "render_rpz"]
+__all__ = ["DEFAULT_ORIGIN", "EXPORT_ACTIONS", "SerialStore", "axfr_response", "render_policy", "render_rpz"]

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from . import __version__
 
 OUTCOMES = (
-    "forwarded", "cached", "stale", "blocked_typo", "logged_typo", "blocked_override", "passthru",
-    "refused", "ratelimited", "servfail", "formerr", "notimp", "dropped", "any_minimal",
+    "forwarded", "cached", "stale", "blocked_typo", "blocked_override", "refused", "ratelimited", "servfail",
+    "formerr", "notimp", "dropped", "any_minimal", "transfer",
 )  # fmt: skip
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other", "none")
 QTYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR", 5: "CNAME", 2: "NS", 6: "SOA", 33: "SRV", 65: "HTTPS",
@@ -21,7 +21,8 @@ TRANSPORTS = ("udp", "tcp")
 UPSTREAM_RESULTS = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "other")
 UPSTREAM_ERRORS = ("timeout", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
-ACTIONS = ("nxdomain", "sink", "refused", "log-only", "nodata", "drop", "tcp-only", "local-data", "passthru")
+RPZ_ACTIONS = ("nxdomain", "nodata", "drop", "tcp-only", "local-data", "passthru")
+DECLARE_DOMAINS_MAX = 50  # pre-declared typo series per protected domain: 18 classes x actions x 3 qtypes
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 _RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
@@ -110,17 +111,25 @@ class Metrics:
             (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*QTYPES.values(), "other")
         }
 
-    def declare_policy(self, protected: Iterable[str], typo_classes: Iterable[str], zones: Iterable[str]) -> None:
-        """Create the series that depend on configuration (protected domains, classes, zones)."""
-        classes = tuple(typo_classes)
-        for domain in protected:
+    def declare_policy(self, protected: Iterable[str], typo_classes: Iterable[str], zones: Iterable[str],
+                       actions: Iterable[str] = ("nxdomain",), qtypes: Iterable[str] = ("A", "AAAA", "MX")) -> None:  # fmt: skip
+        """Create the series that depend on configuration, so dashboards show 0 rather than no data.
+
+        Per protected domain that is classes x actions x qtypes series; beyond DECLARE_DOMAINS_MAX domains
+        only the domain-independent series are created (the rest appear with their first block).
+        """
+        domains = list(protected)
+        classes, acts, types = tuple(typo_classes), tuple(actions), tuple(qtypes)
+        for domain in domains if len(domains) <= DECLARE_DOMAINS_MAX else ():
             for cls in classes:
-                for qtype in ("A", "AAAA", "MX"):
-                    self.typo_blocks.labels(domain, cls, "nxdomain", qtype)
+                for qtype in types:
                     self.typo_would_block.labels(domain, cls, qtype)
+                    for action in acts:
+                        if action != "log-only":
+                            self.typo_blocks.labels(domain, cls, action, qtype)
         for zone in zones:
             self.rules.labels(zone)
-            for action in ("nxdomain", "passthru", "local-data"):
+            for action in RPZ_ACTIONS:
                 self.rpz_hits.labels(zone, action)
 
     def declare_upstreams(self, names: Iterable[str]) -> None:
@@ -160,7 +169,7 @@ class Metrics:
                 self.protected.set(protected)
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> None:
+def serve(registry: CollectorRegistry | None, host: str, port: int) -> None:
     """Serve /metrics from a background thread (aggregating workers in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

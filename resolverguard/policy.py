@@ -18,7 +18,7 @@ class Decision:
     """What to do with one query. action "forward" lets it through (passthru and log-only included)."""
 
     action: str  # forward | nxdomain | nodata | sink | refused | drop | tcp-only | local-data
-    outcome: str  # the metrics outcome: forwarded | passthru | logged_typo | blocked_typo | blocked_override
+    outcome: str  # blocked_typo | blocked_override (metrics outcomes), or forwarded | passthru | logged_typo
     typo: TypoMatch | None = None
     rpz: RpzHit | None = None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import config as config_mod
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
-from .metrics import Metrics
+from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
 from .typo import TYPO_CLASSES, TypoGuard, load_domain_list
@@ -72,7 +72,10 @@ class PolicyHolder:
         return self.policy
 
     def _published(self, policy: Policy) -> None:
-        self.metrics.declare_policy(sorted(policy.guard.protected), TYPO_CLASSES, policy.table.rule_count)
+        actions = {policy.typo_action, *policy.domain_actions.values()}
+        qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
+        self.metrics.declare_policy(sorted(policy.guard.protected), TYPO_CLASSES, policy.table.rule_count,
+                                    sorted(actions), qtypes)  # fmt: skip
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         log.info("policy loaded generation=%d protected=%d override_rules=%d", policy.generation,
                  len(policy.guard.protected), sum(policy.table.rule_count.values()))  # fmt: skip

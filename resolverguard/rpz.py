@@ -327,11 +327,36 @@ def _prescan(text: str, default_origin: dns.name.Name) -> _Scan:
 _SYNTAX_LINE = re.compile(r":(\d+): (.*)$", re.S)
 
 
-def _syntax_error(path: str, exc: dns.exception.SyntaxError) -> ZoneFileError:
+def _syntax_error(path: str, exc: dns.exception.SyntaxError, text: str, origin: dns.name.Name) -> ZoneFileError:
     message = str(exc)
     if message.startswith(path + ":") and (m := _SYNTAX_LINE.match(message, len(path))):
-        return ZoneFileError(path, int(m.group(1)), _one_line(m.group(2)))
+        line, problem = int(m.group(1)), _one_line(m.group(2))
+        # dnspython counts the line after a record whose end it had to read: find the record at fault
+        for candidate in (line, line - 1):
+            if (found := _line_problem(text, candidate, origin)) is not None:
+                return ZoneFileError(path, candidate, found)
+        return ZoneFileError(path, line, problem)
     return ZoneFileError(path, None, _one_line(message))
+
+
+def _line_problem(text: str, lineno: int, origin: dns.name.Name) -> str | None:
+    """Parse one single-line record alone; its problem, or None if it parses (or cannot be tried alone)."""
+    lines = text.splitlines()
+    if not 1 <= lineno <= len(lines):
+        return None
+    line = lines[lineno - 1]
+    if not line.strip() or line.lstrip().startswith((";", "$")) or "(" in line:
+        return None
+    record = ("@" + line) if line[0] in " \t" else line
+    probe = f"$ORIGIN {origin}\n@ 300 SOA a. b. 1 1 1 1 1\n{record}\n"
+    try:
+        dns.zone.from_text(probe, origin=origin, relativize=False, allow_include=False, check_origin=False)
+    except dns.exception.SyntaxError as exc:
+        problem = _one_line(re.sub(r"^<string>:\d+: ", "", str(exc)))
+        return f"{problem} in {line.strip()!r}"
+    except dns.exception.DNSException:
+        return None
+    return None
 
 
 def _one_line(text: str) -> str:
@@ -421,7 +446,7 @@ def load_rpz_text(text: str, path: str, *, name: str, stem: str | None = None) -
             text, origin=origin, relativize=False, allow_include=False, filename=path, check_origin=False
         )
     except dns.exception.SyntaxError as exc:
-        raise _syntax_error(path, exc) from exc
+        raise _syntax_error(path, exc, text, origin) from exc
     except dns.zonefile.CNAMEAndOtherData as exc:
         raise ZoneFileError(path, _cname_conflict_line(scan), "CNAME and other data at the same owner") from exc
     except dns.exception.DNSException as exc:

@@ -9,6 +9,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import dns.exception
+
 from . import wire
 from .errors import ResolverGuardError
 from .metrics import Metrics
@@ -84,9 +86,9 @@ class Server:
         try:
             query = wire.parse_query(data, client, tcp)
             self.metrics.query("tcp" if tcp else "udp", query.qtype)
-            if tcp and self.axfr is not None and query.qtype == 252 and (msgs := self.axfr(query)) is not None:
-                send(msgs)
-                self.metrics.response("forwarded", msgs[0] if msgs else None, time.perf_counter() - started)
+            if self.axfr is not None and (msgs := self.axfr(query)) is not None:  # the exported policy zone
+                send(msgs if tcp else msgs[0])
+                self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
                 return
             answer = self.pipeline.answer_now(query)
             if answer is None:
@@ -104,6 +106,9 @@ class Server:
             kind = "notimp" if exc.rcode_hint == wire.NOTIMP else "formerr"
             self.metrics.malformed.labels(kind).inc()
             answer = Answer(wire.error_reply(data, exc.rcode_hint), kind)
+        except dns.exception.DNSException:  # dnspython (answers.render) read records the scan skips: malformed
+            self.metrics.malformed.labels("formerr").inc()
+            answer = Answer(wire.error_reply(data, wire.FORMERR), "formerr")
         except Exception:  # the only catch-all in the package: a bug must not take the server down
             log.exception("internal error client=%s", client)
             self.metrics.internal_errors.inc()
