@@ -159,10 +159,10 @@ class FakeUpstream:
         with conn:
             try:
                 while True:
-                    head = _recv_exact(conn, 2)
+                    head = recv_exact(conn, 2)
                     if not head:
                         return
-                    data = _recv_exact(conn, int.from_bytes(head, "big"))
+                    data = recv_exact(conn, int.from_bytes(head, "big"))
                     rule, wire = self._reply(data, "tcp")
                     if rule.delay:
                         time.sleep(rule.delay)
@@ -172,7 +172,7 @@ class FakeUpstream:
                 return
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def recv_exact(conn: socket.socket, n: int) -> bytes:
     buf = b""
     while len(buf) < n:
         chunk = conn.recv(n - len(buf))

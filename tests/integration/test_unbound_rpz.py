@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: realprog, unbound_helper
 
+from fakes import recv_exact  # noqa: E402
 from realprog import require_program  # noqa: E402
 from unbound_helper import free_port, query, running_unbound  # noqa: E402
 
@@ -94,8 +95,8 @@ class _Primary:
         class Tcp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 sock: socket.socket = self.request
-                while header := _recv_exactly(sock, 2):
-                    wire = _recv_exactly(sock, struct.unpack("!H", header)[0])
+                while header := recv_exact(sock, 2):
+                    wire = recv_exact(sock, struct.unpack("!H", header)[0])
                     replies = axfr_response(dns.message.from_wire(wire), primary.zone_text, ORIGIN)
                     primary.transfers += len(replies) > 1 or dns.message.from_wire(wire).question[0].rdtype != 6
                     for reply in replies:
@@ -120,16 +121,6 @@ class _Primary:
         for server in self.servers:
             server.shutdown()
             server.server_close()
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            return b""
-        data += chunk
-    return data
 
 
 @pytest.fixture
