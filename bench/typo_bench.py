@@ -17,6 +17,7 @@ import time
 
 SIZES = (100, 10_000, 100_000)
 QUERIES = 20_000
+PASSES = 3
 SYLLABLES = ("ar", "my", "na", "vy", "gm", "ail", "pay", "pal", "mi", "cro", "soft", "lock", "heed", "mar", "tin",
              "ray", "the", "on", "bo", "ing", "de", "fen", "ce", "tel", "ko", "net", "data", "sys", "tech", "log",
              "sec", "cor", "pro", "ton", "ex", "ba", "ri", "lo", "ste", "qua", "zen", "vi", "ta", "el", "ur")
@@ -86,18 +87,37 @@ def run_one(size: int) -> dict[str, float]:
     check = guard.find_neighbour
     for q in queries[:2000]:  # warm up
         check(q)
-    timings = []
     clock = time.perf_counter_ns
-    hits = 0
-    for q in queries:
-        t0 = clock()
-        hit = check(q)
-        timings.append(clock() - t0)
-        hits += hit is not None
-    timings.sort()
+    best = [float("inf")] * len(queries)
+    for _ in range(PASSES):  # each query's best of PASSES uncached checks: filters out preemption on busy hosts
+        for k, q in enumerate(queries):
+            t0 = clock()
+            check(q)
+            elapsed = clock() - t0
+            if elapsed < best[k]:
+                best[k] = elapsed
+    hits = sum(check(q) is not None for q in queries)
+    timings = sorted(best)
+    del guard, check  # the cached run builds its own guard
     return {"size": size, "build_s": build_s, "rss_mib": rss_after, "index_mib": rss_after - rss_before,
             "median_us": statistics.median(timings) / 1000, "p99_us": timings[int(len(timings) * 0.99)] / 1000,
-            "max_us": timings[-1] / 1000, "hit_rate": hits / len(queries)}
+            "max_us": timings[-1] / 1000, "hit_rate": hits / len(queries),
+            "cached_us": _cached_median(protected, queries)}
+
+
+def _cached_median(protected: list[str], queries: list[str]) -> float:
+    """Median time of a repeated check, answered by the guard's bounded decision cache (LRU)."""
+    from resolverguard.typo import TypoGuard
+
+    guard = TypoGuard.build(protected + ["mil"], cache_size=65536)
+    check, clock, timings = guard.find_neighbour, time.perf_counter_ns, []
+    for q in queries:
+        check(q)
+    for q in queries:
+        t0 = clock()
+        check(q)
+        timings.append(clock() - t0)
+    return statistics.median(timings) / 1000
 
 
 def main() -> None:
@@ -110,13 +130,15 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--one", str(size)], check=True, capture_output=True, text=True)
         rows.append(json.loads(out.stdout))
     base = rows[0]["median_us"]
-    print(f"Python {platform.python_version()}, {platform.machine()}, {QUERIES} uncached checks per size "
-          f"(60% unrelated, 20% typo neighbours, 10% protected, 10% deep names)\n")
-    print("| protected | build (s) | peak RSS (MiB) | index (MiB) | median (µs) | p99 (µs) | max (µs) | growth vs 100 | matched |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"Python {platform.python_version()}, {platform.machine()}, {QUERIES} names per size, each the best of "
+          f"{PASSES} uncached checks (60% unrelated, 20% typo neighbours, 10% protected, 10% deep names)\n")
+    print("| protected | build (s) | peak RSS (MiB) | index (MiB) | median (µs) | p99 (µs) | max (µs) | growth vs 100 "
+          "| matched | cached median (µs) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['size']:,} | {r['build_s']:.2f} | {r['rss_mib']:.0f} | {r['index_mib']:.0f} | {r['median_us']:.2f} | "
-              f"{r['p99_us']:.1f} | {r['max_us']:.0f} | {r['median_us'] / base:.2f}x | {r['hit_rate']:.0%} |")
+              f"{r['p99_us']:.1f} | {r['max_us']:.0f} | {r['median_us'] / base:.2f}x | {r['hit_rate']:.0%} | "
+              f"{r['cached_us']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 
+import dns.exception
+import dns.name
 import idna
 import publicsuffixlist
 
@@ -41,7 +43,7 @@ def normalise(text: str) -> str:
             raise ValueError(f"not a domain name: {text!r} ({exc})") from None
     name = name.lower()
     if len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"name longer than {MAX_NAME_LENGTH} characters: {text!r}")
+        raise ValueError(f"name longer than {MAX_NAME_LENGTH} characters: {_short(text)}")
     for label in name.split("."):
         if not _LDH_LABEL.match(label):
             raise ValueError(f"invalid label {label!r} in {text!r}")
@@ -51,6 +53,38 @@ def normalise(text: str) -> str:
             except idna.IDNAError as exc:
                 raise ValueError(f"invalid IDN label {label!r} in {text!r} ({exc})") from None
     return name
+
+
+def query_text(text: str) -> str:
+    """A name typed by a user, as the server sees it on the wire: lowercase, escaped, no trailing dot.
+
+    Unlike normalise() it accepts any label bytes a query may carry (``_dmarc``, ``\\000``); "." is the
+    root (""). Non-ASCII labels are IDNA-encoded (UTS #46). ValueError, with a one-line reason, on an
+    empty name, an empty label, a label over 63 or a name over 255 octets, or Unicode IDNA rejects.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("not a domain name: empty")
+    name = text.strip()
+    if name == ".":
+        return ""
+    if not name.isascii():
+        labels = []
+        for label in name.split("."):
+            try:
+                labels.append(label if label.isascii() else idna.encode(label, uts46=True).decode("ascii"))
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise ValueError(f"not a domain name: {_short(text)} (IDNA: {exc})") from None
+        name = ".".join(labels)
+    try:
+        parsed = dns.name.from_text(name, origin=dns.name.root)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"not a domain name: {_short(text)} ({exc})") from None
+    return parsed.to_text(omit_final_dot=True).lower()
+
+
+def _short(text: str) -> str:
+    """repr() of user text, cut to 60 characters for a one-line message."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def parents(name: str) -> list[str]:

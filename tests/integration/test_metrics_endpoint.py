@@ -281,7 +281,7 @@ def test_policy_reload_results(upstream, start_guard, zones):
     loaded_at = probe.last[key("resolverguard_policy_last_reload_timestamp_seconds")]
 
     def wait_for(done) -> dict[Key, float]:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while not done(m := scrape(url)) and time.monotonic() < deadline:
             time.sleep(0.1)
         return m

@@ -240,7 +240,7 @@ def test_file_change_is_picked_up_without_signal(tmp_path, upstream, start_guard
     guard = start_guard("--upstream", upstream.address, zones=zones)
     assert addresses(guard.query("watched.example")) == ["203.0.113.5"]
     zone(zones / "10-new.rpz", "watched.example CNAME .\n")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while guard.query("watched.example").rcode() != dns.rcode.NXDOMAIN:
         assert time.monotonic() < deadline, guard.output()
         time.sleep(0.1)
@@ -332,7 +332,7 @@ def test_transfer_refused_to_other_clients_and_over_udp(tmp_path, upstream, star
     q = dns.message.make_query("rpz.resolverguard.", "AXFR")
     assert dns.query.tcp(q, guard.host, port=guard.port, timeout=3).rcode() == dns.rcode.REFUSED
     assert dns.query.udp(q, guard.host, port=guard.port, timeout=3).rcode() == dns.rcode.REFUSED
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:  # the allowed client gets the zone once it is rendered
         reply = dns.query.tcp(q, guard.host, port=guard.port, timeout=3, source="127.0.0.9")
         if reply.rcode() == dns.rcode.NOERROR:

@@ -33,7 +33,7 @@ def total(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
 
 
-def wait_for(predicate, what: str, timeout: float = 10.0) -> None:
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, what
@@ -76,7 +76,7 @@ def test_worker_that_dies_is_restarted(upstream, start_guard):
     wait_for(lambda: guard.output().count("started version") == 2, "two workers start")
     victim = int(re.findall(r"worker started number=\d+ pid=(\d+)", guard.output())[0])
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: guard.output().count("worker started") == 3, "a replacement worker starts")
+    wait_for(lambda: guard.output().count("started version") == 3, "a replacement worker starts", timeout=60)
     upstream.on("after.example", "A", "after.example. 300 A 192.0.2.1")
     for _ in range(20):
         assert dns.query.udp(dns.message.make_query("after.example", "A"), guard.host, port=guard.port,

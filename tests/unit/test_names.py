@@ -43,3 +43,19 @@ def test_is_public_suffix() -> None:
     assert names.is_public_suffix("mil") and names.is_public_suffix("co.uk") and names.is_public_suffix("gov.ua")
     assert not names.is_public_suffix("army.mil") and not names.is_public_suffix("")
     assert names.is_listed_suffix("ml") and not names.is_listed_suffix("con")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Gmial.COM.", "gmial.com"), (".", ""), ("_dmarc.gmial.com", "_dmarc.gmial.com"), ("\\000.com", "\\000.com"),
+    ("p\u0430ypal.com", "xn--pypal-4ve.com"), ("_x.b\u00fccher.de", "_x.xn--bcher-kva.de"), ("x y.com", "x\\032y.com"),
+    ("xn--zz-.com", "xn--zz-.com"),  # invalid punycode still reaches the guard on the wire: a verdict, not an error
+])  # fmt: skip
+def test_query_text_is_what_the_server_sees(text: str, expected: str) -> None:
+    assert names.query_text(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "   ", "a" * 300, ".".join(["a" * 60] * 5), "a..b", "\u2603.com", "ab\u200d.com"])
+def test_query_text_rejects_garbage_with_one_line(text: str) -> None:
+    with pytest.raises(ValueError) as info:
+        names.query_text(text)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200

@@ -158,12 +158,30 @@ def test_describe_is_short_ascii() -> None:
 def test_decisions_are_cached_and_cache_can_be_disabled() -> None:
     guard = TypoGuard.build(["gmail.com"], cache_size=4)
     assert guard.find_neighbour("gmial.com") is guard.find_neighbour("gmial.com")
+    for i in range(10):
+        guard.find_neighbour(f"name{i}.example")
+    assert guard.find_neighbour.cache_info().currsize == 4  # bounded: old names are evicted
     uncached = TypoGuard.build(["gmail.com"], cache_size=0)
     assert uncached.find_neighbour("gmial.com") == guard.find_neighbour("gmial.com")
 
 
+@pytest.mark.parametrize(("qname", "distance"), [
+    ("lockheeclmartin.com", 2),  # d -> cl
+    ("loclcheeclmartin.com", 4),  # k -> lc and d -> cl: two length-changing steps
+    ("lockheeclrnartin.com", 4),  # d -> cl and m -> rn
+    ("iockheeclmartin.com", 3),  # l -> i and d -> cl
+])
+def test_two_step_look_alikes(qname: str, distance: int) -> None:
+    match = TypoGuard.build(["lockheedmartin.com"], cache_size=0).find_neighbour(qname)
+    assert match is not None and (match.protected, match.typo_class, match.distance) == (
+        "lockheedmartin.com", "homoglyph", distance)
+
+
 ODD = ["\\000.com", "a..b", ".", "..", "a" * 63 + ".com", ".".join(["a"] * 127), "xn--.com", "xn--zz-.com",
-       "xn--a-ecp.ml", "-.-", "\\046army.ml", "army.ml.", "ARMY.ML", "*.gmail.com", "xn--80ak6aa92e.com"]
+       "xn--a-ecp.ml", "-.-", "\\046army.ml", "army.ml.", "ARMY.ML", "*.gmail.com", "xn--80ak6aa92e.com",
+       "a" * 300, "a" * 2000, "\u2603.com", "ab\u200d.com", "xn--" + "a" * 70 + ".com", ".".join(["a"] * 200),
+       "army.ml" + ".x" * 40, "\x00", " ", "a.b.c.d.e.f.g.h.i.j.k.l.m.ar.my.mil",
+       "x..com", ".com", "..mil", "a..mil", "gmail..com", "www..gmail.com"]
 
 
 @pytest.mark.parametrize("qname", ODD)
@@ -172,7 +190,9 @@ def test_odd_input_never_raises(guard: TypoGuard, qname: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from("abcmilgx-.0\\n1-"), max_size=80))
+@given(st.text(alphabet=st.sampled_from("abcmilgx-.0\\n1-"), max_size=80)
+       | st.lists(st.sampled_from(["", "com", "mil", "gmail", "army", "ml", "xn--pypal-4ve", "-", "co", "uk"]),
+                  max_size=8).map(".".join))
 def test_fuzzed_input_never_raises(qname: str) -> None:
     _FUZZ_GUARD.find_neighbour(qname)
 
