@@ -35,7 +35,8 @@ def render(decision: Decision, query: wire.Query, sink: Sink) -> bytes | None:
         return None
     if decision.action == "tcp-only":
         return wire.reply_for(query, wire.TC)
-    msg = dns.message.from_wire(query.data, ignore_trailing=True)
+    # header and question only: the rest (EDNS is already in `query`) may hold records dnspython rejects
+    msg = dns.message.from_wire(query.data[:4] + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query.data[12 : query.qend])
     reply = dns.message.make_response(msg, recursion_available=True)
     reply.flags &= ~dns.flags.AA
     qname = msg.question[0].name

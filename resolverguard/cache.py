@@ -43,19 +43,23 @@ class Cache:
 
     def get(self, query: wire.Query, *, stale: bool = False) -> bytes | None:
         """The cached reply for query, re-addressed with TTLs counted down; stale=True allows expired entries."""
-        entry = self.entries.get(query.key)
+        key = query.key
+        entry = self.entries.get(key)
         if entry is None:
             return None
         age = int(self.clock() - entry.stored)
         if age >= entry.ttl:
             if age >= entry.ttl + self.stale_ttl:
-                self._remove(query.key)
+                self._remove(key)
                 return None
             if not stale:
                 return None
             age = -1  # RFC 8767: a stale answer goes out with TTL 30
-        self.entries.move_to_end(query.key)
-        return wire.with_id_and_question(wire.patch_ttls(entry.reply, entry.offsets, age), query)
+        self.entries.move_to_end(key)
+        reply = entry.reply
+        if age and entry.offsets:
+            reply = wire.patch_ttls(reply, entry.offsets, age)
+        return wire.with_id_and_question(reply, query)
 
     def put(self, query: wire.Query, reply: bytes) -> bool:
         """Store an upstream reply if it may be cached; return whether it was."""

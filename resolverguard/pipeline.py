@@ -116,7 +116,8 @@ class PolicyStage:
     def __init__(self, current: Callable[[], Policy], sink: answers.Sink, metrics: Metrics) -> None:
         self.current, self.sink, self.metrics = current, sink, metrics
         self.policy: Policy | None = None
-        self.seen: dict[tuple, tuple[Decision, bytes | None]] = {}
+        # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
+        self.seen: dict[tuple, tuple[Decision, bytes | None, Callable[[], None] | None]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
@@ -130,29 +131,31 @@ class PolicyStage:
             reply = None if forward else answers.render(decision, query, self.sink)
             if len(self.seen) > 100_000:
                 self.seen.clear()
-            self.seen[key] = (decision, reply)
+            self.seen[key] = seen = (decision, reply, self._counter(query, decision))
         else:
-            decision, reply = seen
+            decision, reply, _ = seen
             if reply is not None:
                 reply = wire.with_id_and_question(reply, query)
         if decision.outcome == "forwarded":
             return None
-        self._count(query, decision)
+        if seen[2] is not None:
+            seen[2]()
         emit_block(query, decision)
         if decision.action == "forward" or (decision.action == "tcp-only" and query.tcp):
             return None
         return Answer(reply, decision.outcome)
 
-    def _count(self, query: wire.Query, decision: Decision) -> None:
+    def _counter(self, query: wire.Query, decision: Decision) -> Callable[[], None] | None:
+        """The inc() of the counter child this decision counts on (the labels depend only on the key)."""
         qtype = QTYPES.get(query.qtype, "other")
         if decision.typo is not None:
             m = decision.typo
             if decision.outcome == "logged_typo":
-                self.metrics.typo_would_block.labels(m.protected, m.typo_class, qtype).inc()
-            else:
-                self.metrics.typo_blocks.labels(m.protected, m.typo_class, decision.action, qtype).inc()
-        elif decision.rpz is not None:
-            self.metrics.rpz_hits.labels(decision.rpz.zone, decision.rpz.action).inc()
+                return self.metrics.typo_would_block.labels(m.protected, m.typo_class, qtype).inc
+            return self.metrics.typo_blocks.labels(m.protected, m.typo_class, decision.action, qtype).inc
+        if decision.rpz is not None:
+            return self.metrics.rpz_hits.labels(decision.rpz.zone, decision.rpz.action).inc
+        return None
 
 
 class CacheStage:
@@ -162,13 +165,14 @@ class CacheStage:
 
     def __init__(self, cache: Cache, metrics: Metrics) -> None:
         self.cache, self.metrics = cache, metrics
+        self._requests, self._hits = metrics.cache_requests.inc, metrics.cache_hits.inc  # bound once: hot path
 
     def handle(self, query: wire.Query) -> Answer | None:
-        self.metrics.cache_requests.inc()
+        self._requests()
         reply = self.cache.get(query)
         if reply is None:
             return None
-        self.metrics.cache_hits.inc()
+        self._hits()
         return Answer(reply, "cached")
 
 

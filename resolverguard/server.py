@@ -170,7 +170,12 @@ class TcpConnection(asyncio.Protocol):
                 return
             idle.transport.close()  # make room: drop the longest-idle connection (slowloris defence)
             conns.pop(idle, None)
-        self.peer = transport.get_extra_info("peername")[0]
+        peer = transport.get_extra_info("peername")
+        if peer is None:  # reset before we got here: nothing to serve
+            self.closed = True
+            transport.close()
+            return
+        self.peer = peer[0]
         conns[self] = None
         self._arm()
 
@@ -187,6 +192,8 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self not in self.server.tcp_connections:  # evicted to make room: its reading is over
             return
         self.server.tcp_connections.move_to_end(self)
         self._arm()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import MalformedQuery, ResolverGuardError
 
@@ -14,6 +14,8 @@ OPT, SOA, ANY = 41, 6, 255
 _HDR = struct.Struct("!HHHHHH")
 _U16 = struct.Struct("!H")
 _RR = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_U16X2 = struct.Struct("!HH")
+_U32 = struct.Struct("!I")
 _PLAIN = re.compile(r"[a-z0-9_*-]*\Z")  # label text that needs no escaping
 
 
@@ -33,12 +35,15 @@ class NotImplementedOpcode(ResolverGuardError):
 
 @dataclass(slots=True)
 class Query:
-    """One client query, scanned from the wire without building message objects."""
+    """One client query, scanned from the wire without building message objects.
+
+    The fast path never needs the name as text: the cache and the remembered policy decisions are keyed
+    on ``key`` (the question octets), so ``qname`` is only decoded when something asks for it.
+    """
 
     data: bytes
     id: int
     flags: int
-    qname: str  # lowercase text without the trailing dot; "" is the root
     qtype: int
     qclass: int
     qend: int  # offset just past the question
@@ -47,12 +52,39 @@ class Query:
     do: bool
     client: str  # client address (host only)
     tcp: bool
+    key: bytes  # cache key: lowercased question plus the bits that change the answer (EDNS, DO, CD)
+    _qname: str | None = field(default=None, repr=False, compare=False)
 
     @property
-    def key(self) -> bytes:
-        """Cache key: lowercased question plus the bits that change the answer (EDNS, DO, CD)."""
-        bits = (self.edns << 2) | (self.do << 1) | bool(self.flags & CD)
-        return self.data[12 : self.qend].lower() + bytes((bits,))
+    def qname(self) -> str:
+        """Lowercase text without the trailing dot; "" is the root (decoded on first use)."""
+        if self._qname is None:
+            self._qname = name_text(read_name(self.data, 12)[0])
+        return self._qname
+
+
+def cache_key(data: bytes, qend: int, flags: int, edns: bool, do: bool) -> bytes:
+    """The question with its name lowercased (not QTYPE/QCLASS: 65 is "A"), plus one octet of EDNS/DO/CD bits."""
+    return data[12 : qend - 4].lower() + data[qend - 4 : qend] + _BITS[(edns << 2) | (do << 1) | bool(flags & CD)]
+
+
+_BITS = [bytes((i,)) for i in range(8)]
+
+
+def name_end(data: bytes, pos: int) -> int:
+    """Check an uncompressed name at pos by the rules of read_name, without copying labels; return its end."""
+    start, size = pos, len(data)
+    while True:
+        if pos >= size:
+            raise MalformedQuery("name runs past the end of the packet")
+        n = data[pos]
+        if n == 0:
+            return pos + 1
+        if n > 63:
+            raise MalformedQuery("compressed or over-long label in the question")
+        if pos - start + n + 2 > 255:  # read_name's total: 1 + the labels so far + this one
+            raise MalformedQuery("name longer than 255 octets")
+        pos += n + 1
 
 
 def read_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
@@ -89,7 +121,8 @@ def skip_name(data: bytes, pos: int) -> int:
 def name_text(labels: list[bytes]) -> str:
     """Labels to lowercase presentation text without the trailing dot (escaped like dnspython)."""
     text = b".".join(labels).lower().decode("latin-1")
-    if _PLAIN.match(text.replace(".", "")) and all(labels):
+    # the fast path needs plain labels: none empty, none holding a "." (that one must be escaped)
+    if _PLAIN.match(text.replace(".", "")) and all(labels) and text.count(".") == len(labels) - 1:
         return text
     return ".".join(_escape(lb.lower()) for lb in labels)
 
@@ -119,16 +152,16 @@ def parse_query(data: bytes, client: str, tcp: bool) -> Query:
     if qd != 1:
         raise MalformedQuery(f"qdcount {qd}")
     try:
-        labels, pos = read_name(data, 12)
-        qtype, qclass = struct.unpack_from("!HH", data, pos)
+        pos = name_end(data, 12)
+        qtype, qclass = _U16X2.unpack_from(data, pos)
         qend = pos + 4
         edns, payload, do = False, 512, False
         pos = qend
         for i in range(an + ns + ar):
-            pos = skip_name(data, pos)
+            owner, pos = pos, skip_name(data, pos)
             rtype, rclass, ttl, rdlen = _RR.unpack_from(data, pos)
             if rtype == OPT and i >= an + ns:
-                if edns or data[pos - 1] != 0:
+                if edns or pos != owner + 1:  # a second OPT, or an owner other than the root
                     raise MalformedQuery("bad OPT record")
                 edns, payload, do = True, max(512, rclass), bool(ttl & 0x8000)
             pos += 10 + rdlen
@@ -136,7 +169,8 @@ def parse_query(data: bytes, client: str, tcp: bool) -> Query:
             raise MalformedQuery("record runs past the end of the packet")
     except (struct.error, IndexError) as exc:
         raise MalformedQuery("truncated packet") from exc
-    return Query(data, qid, flags, name_text(labels), qtype, qclass, qend, edns, payload, do, client, tcp)
+    key = cache_key(data, qend, flags, edns, do)
+    return Query(data, qid, flags, qtype, qclass, qend, edns, payload, do, client, tcp, key)
 
 
 def error_reply(data: bytes, rcode: int) -> bytes | None:
@@ -163,8 +197,11 @@ def reply_for(query: Query, flags_rcode: int, body: bytes = b"", counts: tuple[i
 
 
 def with_id_and_question(reply: bytes, query: Query) -> bytes:
-    """Re-address a stored reply to query: its ID and the client's own spelling of the question."""
-    return _U16.pack(query.id) + reply[2:12] + query.data[12 : query.qend] + reply[query.qend :]
+    """Re-address a stored reply to query: its ID, its RD bit and the client's own spelling of the question."""
+    data, qend = query.data, query.qend  # the client's ID is data[:2]: no packing
+    if (reply[2] ^ data[2]) & 0x01:  # RD is copied from the query (RFC 1035 4.1.1), even into a stored reply
+        return data[:2] + bytes((reply[2] ^ 0x01,)) + reply[3:12] + data[12:qend] + reply[qend:]
+    return data[:2] + reply[2:12] + data[12:qend] + reply[qend:]
 
 
 @dataclass(slots=True)
@@ -214,9 +251,10 @@ def patch_ttls(reply: bytes, offsets: tuple[int, ...], elapsed: int) -> bytes:
     if not elapsed or not offsets:
         return reply
     buf = bytearray(reply)
+    unpack, pack = _U32.unpack_from, _U32.pack_into
     for off in offsets:
-        (ttl,) = struct.unpack_from("!I", buf, off)
-        struct.pack_into("!I", buf, off, min(ttl, 30) if elapsed < 0 else max(0, ttl - elapsed))
+        (ttl,) = unpack(buf, off)
+        pack(buf, off, min(ttl, 30) if elapsed < 0 else ttl - elapsed if ttl > elapsed else 0)
     return bytes(buf)
 
 

@@ -83,6 +83,10 @@ class FakeUpstream:
         self.stopped = True
         for s in (self.udp, self.tcp, self.other):
             try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in recvfrom/accept
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
@@ -107,7 +111,8 @@ class FakeUpstream:
             for i in range(40):
                 r.answer.append(dns.rrset.from_text(q.question[0].name, 300, "IN", "TXT", f'"{"x" * 60} {i}"'))
         if rule.rcode == dns.rcode.NXDOMAIN or (rule.rcode == 0 and not r.answer):
-            zone = dns.name.from_text(qname).parent() if qname.count(".") else dns.name.root
+            name = q.question[0].name
+            zone = name.parent() if len(name) > 2 else dns.name.root
             r.authority.append(dns.rrset.from_text(zone, rule.soa_ttl, "IN", "SOA",
                                                    f"ns.{zone} host.{zone} 1 3600 600 86400 {rule.soa_ttl}"))  # fmt: skip
         wire = r.to_wire(max_size=65535)
