@@ -63,7 +63,7 @@ def test_unit_file_passes_systemd_analyze(tmp_path):
     analyze = require_program("systemd-analyze")
     # verify checks that ExecStart exists: point it at this interpreter for the check
     unit = tmp_path / "resolverguard.service"
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/resolverguard", f"{sys.executable} -m resolverguard"))
+    unit.write_text(UNIT.read_text().replace("/opt/resolverguard/bin/resolverguard", f"{sys.executable} -m resolverguard"))
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     sec = subprocess.run([analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True, timeout=60)
