@@ -5,17 +5,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import wire
 
 
-@dataclass(slots=True)
-class Entry:
-    reply: bytes
-    offsets: tuple[int, ...]
-    stored: float
-    ttl: int
+# An entry is a plain tuple (reply, TTL offsets, stored at, TTL) of atoms: the cyclic GC stops tracking exact
+# tuples of atoms, whereas 100k tracked entry objects add ~70 ms to every full collection (a latency spike
+# every few seconds under cache-miss traffic).
+Entry = tuple[bytes, tuple[int, ...], float, int]
 
 
 class Cache:
@@ -47,18 +44,18 @@ class Cache:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        age = int(self.clock() - entry.stored)
-        if age >= entry.ttl:
-            if age >= entry.ttl + self.stale_ttl:
+        reply, offsets, stored, ttl = entry
+        age = int(self.clock() - stored)
+        if age >= ttl:
+            if age >= ttl + self.stale_ttl:
                 self._remove(key)
                 return None
             if not stale:
                 return None
             age = -1  # RFC 8767: a stale answer goes out with TTL 30
         self.entries.move_to_end(key)
-        reply = entry.reply
-        if age and entry.offsets:
-            reply = wire.patch_ttls(reply, entry.offsets, age)
+        if age and offsets:
+            reply = wire.patch_ttls(reply, offsets, age)
         return wire.with_id_and_question(reply, query)
 
     def put(self, query: wire.Query, reply: bytes) -> bool:
@@ -80,7 +77,7 @@ class Cache:
         key = query.key
         if key in self.entries:
             self._remove(key)
-        self.entries[key] = Entry(reply, scan.ttl_offsets, self.clock(), ttl)
+        self.entries[key] = (reply, scan.ttl_offsets, self.clock(), ttl)
         self.bytes += len(reply) + len(key)
         while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
             self._remove(next(iter(self.entries)))
@@ -88,7 +85,7 @@ class Cache:
 
     def _remove(self, key: bytes) -> None:
         entry = self.entries.pop(key)
-        self.bytes -= len(entry.reply) + len(key)
+        self.bytes -= len(entry[0]) + len(key)
 
     def clear(self) -> None:
         self.entries.clear()

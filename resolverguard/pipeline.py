@@ -14,7 +14,7 @@ from .cache import Cache
 from .errors import UpstreamError
 from .events import emit_block
 from .metrics import Metrics, QTYPES
-from .policy import Decision, Policy
+from .policy import FORWARD, Decision, Policy
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,9 @@ class Sanity:
         return None
 
 
+_FORWARDED: tuple[Decision, None, None] = (FORWARD, None, None)
+
+
 class PolicyStage:
     """Operator overrides and the typo detector; decisions and rendered replies are remembered per question."""
 
@@ -131,7 +134,10 @@ class PolicyStage:
             reply = None if forward else answers.render(decision, query, self.sink)
             if len(self.seen) > 100_000:
                 self.seen.clear()
-            self.seen[key] = seen = (decision, reply, self._counter(query, decision))
+            if decision is FORWARD:  # most entries: one shared value, nothing for the cyclic GC to walk
+                self.seen[key] = seen = _FORWARDED
+            else:
+                self.seen[key] = seen = (decision, reply, self._counter(query, decision))
         else:
             decision, reply, _ = seen
             if reply is not None:

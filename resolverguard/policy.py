@@ -54,7 +54,7 @@ class Policy:
 
     def decide(self, qname: str, qtype: int, client: str | None) -> Decision:
         """Overrides win, the detector beats forwarding; a pure function of the snapshot and the question."""
-        addr = _address(client)
+        addr = _address(client) if self.client_dependent else None  # parse the address only if a rule asks
         hit = self.table.lookup(qname, addr)
         if hit is not None:
             if hit.action == "passthru":

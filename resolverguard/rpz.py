@@ -340,7 +340,8 @@ def _syntax_error(path: str, exc: dns.exception.SyntaxError, text: str, origin: 
     if message.startswith(path + ":") and (m := _SYNTAX_LINE.match(message, len(path))):
         line, problem = int(m.group(1)), _one_line(m.group(2))
         # dnspython counts the line after a record whose end it had to read: find the record at fault
-        for candidate in (line, line - 1):
+        # (the earlier line first: had it been broken, dnspython would have stopped there)
+        for candidate in (line - 1, line):
             if (found := _line_problem(text, candidate, origin)) is not None:
                 return ZoneFileError(path, candidate, found)
         return ZoneFileError(path, line, problem)
@@ -525,6 +526,8 @@ def _split_fast(text: str, zone_name: str) -> _Fast | None:
     origins = 0
     record_seen = last_owner_fast = False
     for i, raw in enumerate(lines):
+        if last_owner_fast and depth == 0 and raw[:1] in (" ", "\t") and raw.strip()[:1] not in ("", ";"):
+            return None  # a record for the owner of a simple line
         if depth > 0 or "(" in raw or ")" in raw or '"' in raw:
             depth, _ = _paren_depth(raw, depth)
             record_seen, last_owner_fast = True, False
@@ -548,9 +551,7 @@ def _split_fast(text: str, zone_name: str) -> _Fast | None:
                 return None  # $GENERATE, $INCLUDE (refused by dnspython with its line): the general path
             continue
         if line[0] in " \t":
-            if line.strip() and not line.lstrip().startswith(";") and last_owner_fast:
-                return None  # a record for the owner of a simple line
-            record_seen = True
+            record_seen = record_seen or bool(line.strip())
             continue
         record_seen = True
         m = _FAST_LINE.fullmatch(line)

@@ -40,7 +40,7 @@ class ZoneExport:
 
     def answer(self, query: wire.Query) -> list[bytes] | None:
         """Replies for a transfer or SOA query of the export origin; None for every other query."""
-        if query.qname != self.origin or query.qtype not in TRANSFER_QTYPES:
+        if query.qtype not in TRANSFER_QTYPES or query.qname != self.origin:  # qtype first: qname is decoded lazily
             return None
         if query.qtype != 6 and not query.tcp:
             return None  # a transfer over UDP: the pipeline refuses it

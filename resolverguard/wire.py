@@ -263,7 +263,8 @@ def fit_udp(reply: bytes, query: Query) -> bytes:
     if len(reply) <= query.payload:
         return reply
     qid, flags = _U16.unpack_from(reply)[0], _U16.unpack_from(reply, 2)[0]
-    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00" if query.edns else b""  # OPT, 1232 bytes
+    # OPT: 1232 bytes, the client's DO bit echoed (RFC 3225)
+    opt = (b"\x00\x00\x29\x04\xd0\x00\x00" + (b"\x80" if query.do else b"\x00") + b"\x00\x00\x00") if query.edns else b""
     return _HDR.pack(qid, flags | TC, 1, 0, 0, 1 if opt else 0) + query.data[12 : query.qend] + opt
 
 

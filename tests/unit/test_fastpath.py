@@ -132,13 +132,14 @@ def general_readdress(reply: bytes, client: dns.message.Message, elapsed: int = 
 
 
 def general_truncate(reply: bytes, client: dns.message.Message) -> bytes:
-    """RFC 1035/6891: an over-long UDP reply becomes its header with TC, the question and (EDNS) an OPT of 1232."""
+    """RFC 1035/6891: an over-long UDP reply becomes its header with TC, the question and (EDNS) an OPT of 1232
+    carrying the client's DO bit."""
     msg = dns.message.from_wire(reply)
     out = dns.message.Message(id=msg.id)
     out.flags = msg.flags | dns.flags.TC
     out.question = list(client.question)
     if client.edns >= 0:
-        out.use_edns(0, 0, 1232)
+        out.use_edns(0, client.ednsflags & dns.flags.DO, 1232)  # the DO bit echoed (RFC 3225)
     return out.to_wire()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from resolverguard.errors import ZoneFileError
@@ -31,8 +31,11 @@ def outcome(text: str, fast_path: bool):
     return ("ok", rules, sorted(zone.exact), sorted(zone.wildcard), zone.warnings)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(LINE, max_size=12))
+@example(['a.example CNAME .', '  TXT "t"'])  # a quoted record for the owner of a simple line
+@example(['x CNAME .', '$TTL 1h', 'y CNAME .'])
+@example(['  A 192.0.2.300', 'a.example CNAME .', 'a..b CNAME .'])  # two broken lines: the first is named
 def test_fast_reader_equals_dnspython(lines):
     text = HEAD + "\n".join(lines) + "\n"
     assert outcome(text, True) == outcome(text, False)

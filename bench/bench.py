@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: resolverguard vs Unbound, both forwarding to a local NSD; one command.
+
+    bench/run.sh [--duration 6] [--repeat 2] [--rules 100000,1000000] [--out bench/results.md]
+
+What one run does (about 3 minutes on 2 cores):
+
+1. installs dnsperf, unbound and nsd from Debian if a program is missing (apt-get, services not started);
+2. starts NSD on 127.0.0.1 with a wildcard zone ``bench.example`` (every name answers A/AAAA, TTL 3600);
+3. exports the policy of ``zones/`` (protected domains and overrides) with ``resolverguard export-rpz``
+   and gives that RPZ to Unbound, so both servers block the same names;
+4. starts ``resolverguard serve`` and ``unbound`` (one thread), each forwarding to NSD; servers are
+   pinned to the last CPU, dnsperf and NSD to the first (taskset);
+5. for each scenario runs dnsperf against resolverguard, then Unbound, --repeat times alternately, and keeps
+   each server's run with the most queries per CPU-second (other jobs on a shared host only ever make a
+   run worse): cache-hit (1,000 warm names), blocked (100% typo neighbours), mixed (90% cache hits, 10% typo
+   neighbours), cache-miss (unique names, fresh ones in every repetition); then one fixed-rate run each at
+   1,000 q/s (dnsperf -Q 1000) for p99 latency;
+6. measures policy load time (process start until the last rule answers NXDOMAIN) and RSS for 100k and
+   1M QNAME rules (an RPZ file in a zones directory) for both servers;
+7. writes a markdown report (machine, commands, tables, ratios) and a JSON file beside it.
+
+Queries per server CPU-second = completed queries / (utime+stime delta of the server process from
+/proc/PID/stat over the dnsperf run). Latency percentiles come from dnsperf -v (one line per query).
+Every process started here is stopped by its PID. Nothing listens outside 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = {"dnsperf": "dnsperf", "unbound": "unbound", "nsd": "nsd"}  # program -> Debian package
+TICK = os.sysconf("SC_CLK_TCK")
+HIT_NAMES = 1000
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- tools and processes
+
+
+def which(prog: str) -> str | None:
+    return shutil.which(prog) or shutil.which(prog, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def ensure_tools() -> dict[str, str]:
+    """Install the Debian packages of missing programs; never start their services (policy-rc.d 101)."""
+    missing = [pkg for prog, pkg in TOOLS.items() if which(prog) is None]
+    if missing:
+        if os.geteuid() != 0:
+            sys.exit(f"missing {', '.join(missing)}; run as root or: apt-get install -y {' '.join(missing)}")
+        policy = Path("/usr/sbin/policy-rc.d")
+        if not policy.exists():
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        log(f"installing {' '.join(missing)}")
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+        if subprocess.run(cmd, env=env).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, check=True)
+            subprocess.run(cmd, env=env, check=True)
+    found = {prog: which(prog) for prog in TOOLS}
+    if None in found.values() or which("taskset") is None:
+        sys.exit(f"programs still missing: {found}")
+    return found  # type: ignore[return-value]
+
+
+def free_port() -> int:
+    """A port free for UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def cpu(self) -> float:
+        """utime+stime of the whole process (all threads), in seconds."""
+        with open(f"/proc/{self.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) in KiB."""
+        vals = {}
+        with open(f"/proc/{self.pid}/status") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    vals[key] = int(rest.split()[0])
+        return vals["VmRSS"], vals["VmHWM"]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(10)
+
+
+RUNNING: list[Proc] = []
+
+
+def start(name: str, cmd: list[str], port: int, cpu: int, logfile: Path) -> Proc:
+    with open(logfile, "wb") as out:
+        popen = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = Proc(name, popen, port)  # taskset execs the command: the PID is the server's
+    RUNNING.append(proc)
+    return proc
+
+
+def ask(port: int, qname: str, rdtype: str = "A", timeout: float = 0.5) -> int | None:
+    try:
+        return dns.query.udp(dns.message.make_query(qname, rdtype), "127.0.0.1", port=port, timeout=timeout).rcode()
+    except (dns.exception.Timeout, OSError, dns.exception.DNSException):
+        return None
+
+
+def wait_ready(proc: Proc, qname: str, want: int, timeout: float, logfile: Path) -> float:
+    """Seconds from now until qname answers with rcode want; the poll interval is 20 ms."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{logfile.read_text(errors='replace')[-3000:]}")
+        if ask(proc.port, qname, timeout=0.2) == want:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    raise RuntimeError(f"{proc.name} not ready after {timeout}s:\n{logfile.read_text(errors='replace')[-3000:]}")
+
+
+# ---------------------------------------------------------------- servers
+
+
+ZONE = """$ORIGIN bench.example.
+$TTL 3600
+@ IN SOA ns.bench.example. hostmaster.bench.example. 1 3600 600 86400 3600
+@ IN NS ns.bench.example.
+ns IN A 127.0.0.1
+* IN A 192.0.2.1
+* IN AAAA 2001:db8::1
+"""
+
+
+def start_nsd(wd: Path, nsd: str, cpu: int) -> Proc:
+    d = wd / "nsd"
+    d.mkdir()
+    (d / "bench.example.zone").write_text(ZONE)
+    port = free_port()
+    (d / "nsd.conf").write_text(f"""server:
+    ip-address: 127.0.0.1
+    port: {port}
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "{d}"
+    database: ""
+    zonelistfile: "{d}/zone.list"
+    xfrdfile: "{d}/xfrd.state"
+    xfrdir: "{d}"
+    pidfile: "{d}/nsd.pid"
+    logfile: "{d}/nsd.log"
+    verbosity: 0
+    do-ip6: no
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: "bench.example"
+    zonefile: "bench.example.zone"
+""")
+    proc = start("nsd", [nsd, "-d", "-c", str(d / "nsd.conf")], port, cpu, d / "stdout.log")
+    wait_ready(proc, "ready.bench.example.", dns.rcode.NOERROR, 20, d / "stdout.log")
+    return proc
+
+
+def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str, rpz_file: Path) -> str:
+    return f"""server:
+    interface: 127.0.0.1
+    port: {port}
+    do-ip6: no
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    logfile: "{d}/unbound.log"
+    use-syslog: no
+    verbosity: 0
+    num-threads: 1
+    module-config: "respip iterator"
+    do-not-query-localhost: no
+    access-control: 127.0.0.0/8 allow
+    qname-minimisation: no
+    prefetch: no
+remote-control:
+    control-enable: no
+rpz:
+    name: "{rpz_name}"
+    zonefile: "{rpz_file}"
+    rpz-log: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{upstream}
+"""
+
+
+def start_unbound(wd: Path, tag: str, unbound: str, upstream: int, rpz_name: str, rpz_file: Path, cpu: int,
+                  ready_name: str, ready_rcode: int, timeout: float = 600) -> tuple[Proc, float]:  # fmt: skip
+    d = wd / f"unbound-{tag}"
+    d.mkdir()
+    port = free_port()
+    (d / "unbound.conf").write_text(unbound_conf(d, port, upstream, rpz_name, rpz_file))
+    t0 = time.monotonic()
+    proc = start(f"unbound-{tag}", [unbound, "-d", "-c", str(d / "unbound.conf")], port, cpu, d / "stdout.log")
+    wait_ready(proc, ready_name, ready_rcode, timeout, d / "stdout.log")
+    return proc, time.monotonic() - t0
+
+
+def start_guard(wd: Path, tag: str, zones: Path, upstream: int, cpu: int, ready_name: str, ready_rcode: int,
+                timeout: float = 600) -> tuple[Proc, float]:  # fmt: skip
+    d = wd / f"guard-{tag}"
+    d.mkdir()
+    port = free_port()
+    cmd = [sys.executable, "-m", "resolverguard", "serve", "--listen", f"127.0.0.1:{port}",
+           "--upstream", f"127.0.0.1:{upstream}", "--zones", str(zones), "--events", "", "--log-level", "WARNING"]  # fmt: skip
+    t0 = time.monotonic()
+    proc = start(f"resolverguard-{tag}", cmd, port, cpu, d / "stdout.log")
+    wait_ready(proc, ready_name, ready_rcode, timeout, d / "stdout.log")
+    return proc, time.monotonic() - t0
+
+
+# ---------------------------------------------------------------- query files and dnsperf
+
+
+def write_names(path: Path, names: list[str], rdtype: str = "A") -> Path:
+    path.write_text("".join(f"{n} {rdtype}\n" for n in names))
+    return path
+
+
+def typo_names(export: Path, overrides: set[str]) -> list[str]:
+    """Exact-name NXDOMAIN rules of the exported RPZ that come from the detector (not the overrides)."""
+    names = []
+    for line in export.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[-2:] == ["CNAME", "."] and not parts[0].startswith(("*", ";", "@", "$")):
+            if parts[0] not in overrides:
+                names.append(parts[0] + ".")
+    return names
+
+
+@dataclass
+class Run:
+    server: str
+    scenario: str
+    sent: int = 0
+    completed: int = 0
+    lost: int = 0
+    seconds: float = 0.0
+    qps: float = 0.0
+    cpu: float = 0.0
+    per_cpu: float = 0.0
+    rcodes: str = ""
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
+    request_bytes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def dnsperf(dnsperf_bin: str, cpu: int, port: int, datafile: Path, *, seconds: float | None = None, once: bool = False,
+            rate: int | None = None, verbose: bool = True, outstanding: int = 100) -> tuple[dict, list[float]]:  # fmt: skip
+    cmd = ["taskset", "-c", str(cpu), dnsperf_bin, "-s", "127.0.0.1", "-p", str(port), "-d", str(datafile),
+           "-c", "4", "-q", str(outstanding), "-t", "2"]  # fmt: skip
+    if seconds:
+        cmd += ["-l", str(seconds)]
+    if once:
+        cmd += ["-n", "1"]
+    if rate:
+        cmd += ["-Q", str(rate)]
+    if verbose:
+        cmd += ["-v"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    stats: dict = {}
+    lat: list[float] = []
+    for line in out.splitlines():
+        if line.startswith("> "):
+            lat.append(float(line.rsplit(" ", 1)[1]))
+            continue
+        key, _, val = line.strip().partition(":")
+        val = val.strip()
+        if key == "Queries sent":
+            stats["sent"] = int(val)
+        elif key == "Queries completed":
+            stats["completed"] = int(val.split()[0])
+        elif key == "Queries lost":
+            stats["lost"] = int(val.split()[0])
+        elif key == "Run time (s)":
+            stats["seconds"] = float(val)
+        elif key == "Queries per second":
+            stats["qps"] = float(val)
+        elif key == "Response codes":
+            stats["rcodes"] = val
+        elif key == "Average packet size":
+            stats["sizes"] = val
+    return stats, lat
+
+
+def pct(sorted_lat: list[float], p: float) -> float:
+    if not sorted_lat:
+        return 0.0
+    return sorted_lat[min(len(sorted_lat) - 1, int(p / 100 * len(sorted_lat)))] * 1000
+
+
+def measure(server: Proc, label: str, scenario: str, dp: str, cpu: int, datafile: Path, **kw) -> Run:
+    c0 = server.cpu()
+    stats, lat = dnsperf(dp, cpu, server.port, datafile, **kw)
+    used = server.cpu() - c0
+    lat.sort()
+    run = Run(label, scenario, stats.get("sent", 0), stats.get("completed", 0), stats.get("lost", 0),
+              stats.get("seconds", 0.0), stats.get("qps", 0.0), used,
+              stats.get("completed", 0) / used if used > 0 else 0.0, stats.get("rcodes", ""),
+              pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 99.9), (lat[-1] * 1000 if lat else 0.0),
+              stats.get("sizes", ""))  # fmt: skip
+    log(f"{label:13} {scenario:12} qps={run.qps:9.0f} cpu={used:6.2f}s q/cpu-s={run.per_cpu:9.0f} "
+        f"lost={run.lost} p50={run.p50_ms:.3f}ms p99={run.p99_ms:.3f}ms rcodes={run.rcodes}")  # fmt: skip
+    return run
+
+
+# ---------------------------------------------------------------- rule loading
+
+
+def rules_zone(path: Path, n: int) -> str:
+    """An RPZ with n QNAME rules (NXDOMAIN); returns the name of the last rule, queried to detect readiness."""
+    with open(path, "w") as fh:
+        fh.write("$ORIGIN rules.rpz.invalid.\n$TTL 300\n"
+                 "@ SOA ns.rpz.invalid. hostmaster.rpz.invalid. 1 3600 600 86400 60\n  NS ns.rpz.invalid.\n")  # fmt: skip
+        for i in range(n):
+            fh.write(f"blocked{i}.example CNAME .\n")
+    return f"blocked{n - 1}.example."
+
+
+def load_test(wd: Path, tools: dict[str, str], n: int, upstream: int, cpu: int) -> list[dict]:
+    zones = wd / f"rules-{n}"
+    zones.mkdir()
+    shutil.copy(REPO / "zones" / "default.protect", zones / "default.protect")
+    last = rules_zone(zones / "50-rules.rpz", n)
+    results = []
+    for label in ("resolverguard", "unbound"):
+        log(f"loading {n:,} rules in {label}")
+        if label == "resolverguard":
+            proc, secs = start_guard(wd, f"rules{n}", zones, upstream, cpu, last, dns.rcode.NXDOMAIN)
+        else:
+            proc, secs = start_unbound(wd, f"rules{n}", tools["unbound"], upstream, "rules.rpz.invalid.",
+                                       zones / "50-rules.rpz", cpu, last, dns.rcode.NXDOMAIN)  # fmt: skip
+        rss, hwm = proc.rss()
+        cpu_s = proc.cpu()
+        proc.stop()
+        RUNNING.remove(proc)
+        results.append({"server": label, "rules": n, "ready_s": secs, "cpu_s": cpu_s, "rss_mib": rss / 1024,
+                        "peak_rss_mib": hwm / 1024})  # fmt: skip
+        log(f"{label}: {n:,} rules ready in {secs:.2f}s, RSS {rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB)")
+    return results
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine(tools: dict[str, str]) -> dict:
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    mem = next((ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), "0")
+
+    def version(cmd: list[str]) -> str:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        text = (p.stdout + p.stderr).splitlines()
+        return next((t.strip() for t in text if "ersion" in t), "?")
+
+    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    try:
+        import uvloop
+
+        loop = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        loop = "asyncio"
+    return {
+        "cpu": model, "cpus": os.cpu_count(), "mem_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(), "os": platform.freedesktop_os_release().get("PRETTY_NAME", "?"),
+        "python": platform.python_version(), "loop": loop,
+        "resolverguard": (rev.stdout.strip() or "?") + ("+changes" if dirty else ""),
+        "unbound": version([tools["unbound"], "-V"]), "nsd": version([tools["nsd"], "-v"]),
+        "dnsperf": version([tools["dnsperf"], "-h"]),
+    }  # fmt: skip
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "n/a"
+
+
+def report(info: dict, args: argparse.Namespace, runs: list[Run], loads: list[dict], cmdline: str) -> str:
+    by = {(r.server, r.scenario): r for r in runs}
+    lines = [
+        f"Run: `{cmdline}` on {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        "",
+        f"Machine: {info['cpus']} × {info['cpu']}, {info['mem_gib']} GiB, {info['os']}, Linux {info['kernel']}; "
+        f"Python {info['python']} ({info['loop']}); resolverguard {info['resolverguard']}; "
+        f"{info['unbound']}; {info['nsd']}; {info['dnsperf']}.",
+        f"Servers pinned to CPU {args.server_cpu}, dnsperf and NSD to CPU {args.client_cpu}. "
+        f"dnsperf: `-c 4 -q 100 -t 2 -v`; throughput: {args.duration:g} s per run, best of {args.repeat} "
+        f"alternating runs per server (by queries per CPU-second).",
+        "",
+        "### Throughput (max rate)",
+        "",
+        "| scenario | server | QPS | server CPU s | queries / CPU-s | (every run) | lost (all runs) | p50 ms | p99 ms | p99.9 ms | rcodes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    scenarios = [s for s in ("cache-hit", "blocked", "mixed", "cache-miss") if ("unbound", s) in by]
+    for s in scenarios:
+        for srv in ("resolverguard", "unbound"):
+            r = by[(srv, s)]
+            every = " / ".join(f"{x:,}" for x in r.extra.get("all_per_cpu", []))
+            lines.append(f"| {s} | {srv} | {r.qps:,.0f} | {r.cpu:.2f} | {r.per_cpu:,.0f} | {every} | {r.extra.get('lost_all_runs', r.lost)} | "
+                         f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.rcodes} |")  # fmt: skip
+    lines += ["", "### resolverguard / Unbound", "",
+              "| scenario | QPS | queries / CPU-s | p50 | p99 | lost (rg / unbound) |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for s in scenarios:
+        g, u = by[("resolverguard", s)], by[("unbound", s)]
+        lost = f"{g.extra.get('lost_all_runs', g.lost)} / {u.extra.get('lost_all_runs', u.lost)}"
+        lines.append(f"| {s} | {ratio(g.qps, u.qps)} | {ratio(g.per_cpu, u.per_cpu)} | {ratio(g.p50_ms, u.p50_ms)} | "
+                     f"{ratio(g.p99_ms, u.p99_ms)} | {lost} |")  # fmt: skip
+    fixed = [s for s in ("mixed@1k", "cache-miss@1k") if ("unbound", s) in by]
+    if fixed:
+        lines += ["", "### Fixed rate: 1,000 q/s (`dnsperf -Q 1000`)", "",
+                  "| traffic | server | QPS | server CPU s | lost | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 ratio |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for s in fixed:
+            g, u = by[("resolverguard", s)], by[("unbound", s)]
+            for r in (g, u):
+                rat = ratio(g.p99_ms, u.p99_ms) if r is g else ""
+                lines.append(f"| {s} | {r.server} | {r.qps:,.0f} | {r.cpu:.2f} | {r.lost} | {r.p50_ms:.3f} | "
+                             f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.max_ms:.3f} | {rat} |")  # fmt: skip
+    if loads:
+        lines += ["", "### Loading RPZ rules (QNAME rules, `name CNAME .`)", "",
+                  "| rules | server | ready (s) | CPU (s) | RSS (MiB) | peak RSS (MiB) | time ratio | RSS ratio |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for n in sorted({x["rules"] for x in loads}):
+            g = next(x for x in loads if x["rules"] == n and x["server"] == "resolverguard")
+            u = next(x for x in loads if x["rules"] == n and x["server"] == "unbound")
+            for x in (g, u):
+                extra = (f"{ratio(g['ready_s'], u['ready_s'])} | {ratio(g['rss_mib'], u['rss_mib'])}"
+                         if x is g else " | ")  # fmt: skip
+                lines.append(f"| {n:,} | {x['server']} | {x['ready_s']:.2f} | {x['cpu_s']:.2f} | {x['rss_mib']:.0f} | "
+                             f"{x['peak_rss_mib']:.0f} | {extra} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per max-rate run (default 6)")
+    ap.add_argument("--repeat", type=int, default=2, help="max-rate runs per server and scenario; the best counts")
+    ap.add_argument("--rate-duration", type=float, default=10.0, help="seconds per 1,000 q/s run (default 10)")
+    ap.add_argument("--rules", default="100000,1000000", help="rule counts for the load test ('' to skip)")
+    ap.add_argument("--miss-names", type=int, default=300_000, help="unique names per cache-miss run")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results.md"), help="markdown report (JSON beside it)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops every server we started
+    ncpu = os.cpu_count() or 1
+    args.client_cpu, args.server_cpu = 0, max(0, ncpu - 1)
+    if ncpu < 2:
+        log("WARNING: one CPU: server and load generator share it")
+    tools = ensure_tools()
+    tools["dnsperf"], tools["unbound"], tools["nsd"] = which("dnsperf"), which("unbound"), which("nsd")
+    wd = Path(tempfile.mkdtemp(prefix="rgbench-"))
+    log(f"work directory {wd}")
+    runs: list[Run] = []
+    loads: list[dict] = []
+    try:
+        nsd = start_nsd(wd, tools["nsd"], args.client_cpu)
+        zones = wd / "zones"
+        shutil.copytree(REPO / "zones", zones)
+        export = wd / "export.rpz"
+        subprocess.run([sys.executable, "-m", "resolverguard", "export-rpz", "--zones", str(zones), "-o", str(export)],
+                       check=True)  # fmt: skip
+        overrides = {ln.split()[0] for ln in (zones / "10-overrides.rpz").read_text().splitlines()
+                     if ln.strip() and not ln.startswith((";", "$", " ", "@"))}  # fmt: skip
+        typos = typo_names(export, overrides)
+        rng = random.Random(6)
+        hits = [f"h{i}.bench.example." for i in range(HIT_NAMES)]
+        typo_sample = rng.sample(typos, min(1000, len(typos)))
+        log(f"{len(typos)} typo neighbours in the export; {len(typo_sample)} used as blocked names")
+        files = {
+            "hit": write_names(wd / "hit.txt", hits),
+            "blocked": write_names(wd / "blocked.txt", typo_sample),
+        }
+        mixed = [rng.choice(typo_sample) if i % 10 == 0 else rng.choice(hits) for i in range(100_000)]
+        files["mixed"] = write_names(wd / "mixed.txt", mixed)
+        for r in range(args.repeat):
+            files[f"miss{r}"] = write_names(wd / f"miss{r}.txt",
+                                            [f"m{r}x{i}.bench.example." for i in range(args.miss_names)])  # fmt: skip
+        files["miss1k"] = write_names(wd / "miss1k.txt", [f"r{i}.bench.example." for i in range(int(args.rate_duration * 1000) + 2000)])
+
+        guard, _ = start_guard(wd, "main", zones, nsd.port, args.server_cpu, "ready.bench.example.",
+                               dns.rcode.NOERROR, timeout=60)  # fmt: skip
+        unbound, _ = start_unbound(wd, "main", tools["unbound"], nsd.port, "rpz.resolverguard.", export,
+                                   args.server_cpu, "ready.bench.example.", dns.rcode.NOERROR, timeout=60)  # fmt: skip
+        servers = (("resolverguard", guard), ("unbound", unbound))
+        probe = typo_sample[0]
+        for label, proc in servers:
+            rc = ask(proc.port, probe)
+            log(f"{label}: {probe} -> {dns.rcode.to_text(rc) if rc is not None else 'no answer'}")
+            dnsperf(tools["dnsperf"], args.client_cpu, proc.port, files["hit"], once=True, verbose=False)  # warm
+            dnsperf(tools["dnsperf"], args.client_cpu, proc.port, files["blocked"], once=True, verbose=False)
+        plan = [("cache-hit", "hit", {}), ("blocked", "blocked", {}), ("mixed", "mixed", {}),
+                ("cache-miss", "miss", {"once": True})]  # fmt: skip
+        for scenario, f, kw in plan:
+            tries: dict[str, list[Run]] = {label: [] for label, _ in servers}
+            for r in range(args.repeat):
+                for label, proc in servers:
+                    datafile = files[f"{f}{r}"] if f == "miss" else files[f]
+                    tries[label].append(measure(proc, label, scenario, tools["dnsperf"], args.client_cpu, datafile,
+                                                seconds=args.duration, **kw))  # fmt: skip
+            for label, _ in servers:
+                best = max(tries[label], key=lambda run: run.per_cpu)
+                best.extra["all_per_cpu"] = [round(t.per_cpu) for t in tries[label]]
+                best.extra["lost_all_runs"] = sum(t.lost for t in tries[label])
+                runs.append(best)
+        for scenario, f in (("mixed@1k", "mixed"), ("cache-miss@1k", "miss1k")):
+            for label, proc in servers:
+                runs.append(measure(proc, label, scenario, tools["dnsperf"], args.client_cpu, files[f],
+                                    seconds=args.rate_duration, rate=1000))  # fmt: skip
+        for _, proc in servers:
+            proc.stop()
+            RUNNING.remove(proc)
+        for n in [int(x) for x in args.rules.split(",") if x.strip()]:
+            loads += load_test(wd, tools, n, nsd.port, args.server_cpu)
+    finally:
+        for proc in reversed(RUNNING):
+            proc.stop()
+        if not args.keep:
+            shutil.rmtree(wd, ignore_errors=True)
+    info = machine(tools)
+    cmdline = "bench/run.sh " + " ".join(sys.argv[1:])
+    text = report(info, args, runs, loads, cmdline.strip())
+    out = Path(args.out)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs],
+                                                    "loads": loads}, indent=1))  # fmt: skip
+    print(text)
+    log(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
