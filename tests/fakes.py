@@ -168,6 +168,8 @@ class FakeUpstream:
                     if not head:
                         return
                     data = recv_exact(conn, int.from_bytes(head, "big"))
+                    if data is None:
+                        return
                     rule, wire = self._reply(data, "tcp")
                     if rule.delay:
                         time.sleep(rule.delay)
@@ -177,12 +179,13 @@ class FakeUpstream:
                 return
 
 
-def recv_exact(conn: socket.socket, n: int) -> bytes:
+def recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    """Exactly n bytes from a stream socket; None when the peer closes first."""
     buf = b""
     while len(buf) < n:
         chunk = conn.recv(n - len(buf))
         if not chunk:
-            return b""
+            return None
         buf += chunk
     return buf
 

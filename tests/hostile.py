@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import dns.message
+from fakes import recv_exact
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -208,8 +209,8 @@ class EchoUpstream:
     def _tcp_conn(self, conn: socket.socket) -> None:
         with conn:
             try:
-                while (head := _exact(conn, 2)) is not None:
-                    data = _exact(conn, struct.unpack("!H", head)[0])
+                while (head := recv_exact(conn, 2)) is not None:
+                    data = recv_exact(conn, struct.unpack("!H", head)[0])
                     out = None if data is None or self.silent else self.reply(data)
                     if out is not None:
                         conn.sendall(struct.pack("!H", len(out)) + out)
@@ -224,16 +225,6 @@ class EchoUpstream:
             except OSError:
                 pass
             s.close()
-
-
-def _exact(conn: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 class SpoofingUpstream:

@@ -22,6 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fakes import recv_exact  # noqa: E402
 from hostile import (  # noqa: E402
     EchoUpstream, config, fuzz_message, scrape, seed, start_with_metrics, udp_exchange, wait_metric,
 )
@@ -188,15 +189,6 @@ def read_frame(s: socket.socket) -> bytes | None:
         return None
     return recv_exact(s, struct.unpack("!H", head)[0])
 
-
-def recv_exact(s: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 def connect(guard) -> socket.socket:
