@@ -179,6 +179,22 @@ class FakeUpstream:
                 return
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on host (small race: it is released before use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free port on {host}")
+
+
 def recv_exact(conn: socket.socket, n: int) -> bytes | None:
     """Exactly n bytes from a stream socket; None when the peer closes first."""
     buf = b""

@@ -12,14 +12,11 @@ import time
 import urllib.request
 
 import dns.message
-from fakes import recv_exact
+from fakes import free_port, recv_exact
 from prometheus_client.parser import text_string_to_metric_families
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from resolverguard import wire
+from resolverguard.errors import MalformedQuery
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -122,6 +119,25 @@ def fuzz_message(rng: random.Random) -> bytes:
             if len(data) >= 12:
                 data[10:12] = struct.pack("!H", (struct.unpack_from("!H", data, 10)[0] + 1) % 65536)
     return bytes(data)
+
+
+REPLIED = frozenset({"query", "formerr", "notimp"})  # kinds of datagram the guard must answer
+
+
+def expected_kind(data: bytes) -> str:
+    """What the guard must do with a datagram, as its wire scanner sees it: answer it ("query"), answer
+    FORMERR or NOTIMP ("formerr", "notimp"), or send nothing ("unreadable", "response")."""
+    try:
+        wire.parse_query(data, "127.0.0.1", False)
+    except wire.Unreadable:
+        return "unreadable"
+    except wire.NotQuery:
+        return "response"
+    except wire.NotImplementedOpcode:
+        return "notimp"
+    except MalformedQuery:
+        return "formerr"
+    return "query"
 
 
 def seed() -> int:

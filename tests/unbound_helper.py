@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from fakes import free_port
 from realprog import require_program
 
 RPZ_NAME = "rpz.resolverguard."
@@ -33,21 +33,6 @@ class Unbound(NamedTuple):
     port: int
     config: Path
     log: Path
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (small race: it is released before use)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def unbound_config(

@@ -17,6 +17,7 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import pytest
+from fakes import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from resolverguard import __version__
@@ -27,12 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ZONE = "10-overrides"  # zones/10-overrides.rpz: the zone label is the file-name stem
 
 Key = tuple[str, frozenset]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def key(name: str, **labels: str) -> Key:

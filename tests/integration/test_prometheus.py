@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,6 +23,7 @@ import dns.rcode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fakes import free_port
 from realprog import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,12 +140,6 @@ def test_observability_doc_lists_every_declared_metric():
 
 
 # ------------------------------------------------------------------ helpers for the live test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5.0) -> str:

@@ -23,9 +23,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: realprog, unbound_helper
 
-from fakes import recv_exact  # noqa: E402
+from fakes import free_port, recv_exact  # noqa: E402
 from realprog import require_program  # noqa: E402
-from unbound_helper import free_port, query, running_unbound  # noqa: E402
+from unbound_helper import query, running_unbound  # noqa: E402
 
 from resolverguard.export import axfr_response, render_rpz  # noqa: E402
 from resolverguard.rpz import PolicyTable, load_rpz  # noqa: E402
