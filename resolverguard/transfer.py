@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 
@@ -13,6 +12,7 @@ import dns.message
 from . import wire
 from .errors import ResolverGuardError
 from .export import SerialStore, axfr_response, render_policy
+from .pipeline import Access
 from .policy import Policy
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class ZoneExport:
 
     def __init__(self, origin: str, clients: Sequence[str], current: Callable[[], Policy]) -> None:
         self.origin = origin.rstrip(".").lower()
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in clients]
+        self.clients = Access(clients)
         self.current = current
         self.serials = SerialStore()
         self.text: str | None = None
@@ -44,7 +44,7 @@ class ZoneExport:
             return None
         if query.qtype != 6 and not query.tcp:
             return None  # a transfer over UDP: the pipeline refuses it
-        if not self._allowed(query.client):
+        if not self.clients.allowed(query.client):
             return [wire.reply_for(query, wire.REFUSED)]
         self._refresh()
         if self.text is None:
@@ -54,14 +54,6 @@ class ZoneExport:
         except dns.exception.DNSException:
             return [wire.error_reply(query.data, wire.FORMERR)]
         return axfr_response(message, self.text, self.origin + ".")
-
-    def _allowed(self, client: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(client.split("%")[0])
-        except ValueError:
-            return False
-        addr = getattr(addr, "ipv4_mapped", None) or addr
-        return any(addr in net for net in self.networks)
 
     def _refresh(self) -> None:
         policy = self.current()
