@@ -35,11 +35,9 @@ def render(decision: Decision, query: wire.Query, sink: Sink) -> bytes | None:
         return None
     if decision.action == "tcp-only":
         return wire.reply_for(query, wire.TC)
-    # header and question only: the rest (EDNS is already in `query`) may hold records dnspython rejects
-    msg = dns.message.from_wire(query.data[:4] + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query.data[12 : query.qend])
-    reply = dns.message.make_response(msg, recursion_available=True)
+    reply = _response(query)
     reply.flags &= ~dns.flags.AA
-    qname = msg.question[0].name
+    qname = reply.question[0].name
     action = decision.action
     if action == "sink":
         _sink(reply, qname, query.qtype, sink)
@@ -74,6 +72,35 @@ def _sink(reply: dns.message.Message, qname: dns.name.Name, qtype: int, sink: Si
             reply.additional.append(dns.rrset.from_text(host, sink.ttl, IN, "AAAA", sink.ipv6))
 
 
+def sink_host(query: wire.Query, sink: Sink) -> bytes | None:
+    """The answer for the sink mail host itself (its A/AAAA), or None for any other name.
+
+    MTAs look the MX host up on their own rather than trusting the additional section, so the guard must
+    answer for it: forwarded upstream it would fail and the mail would be deferred, not sunk.
+    """
+    if query.qname != sink.mail_host.rstrip(".").lower():
+        return None
+    reply = _response(query)
+    reply.flags |= dns.flags.AA
+    qname = reply.question[0].name
+    IN = dns.rdataclass.IN
+    if query.qtype == dns.rdatatype.A:
+        reply.answer.append(dns.rrset.from_text(qname, sink.ttl, IN, "A", sink.ipv4))
+    elif query.qtype == dns.rdatatype.AAAA and sink.ipv6:
+        reply.answer.append(dns.rrset.from_text(qname, sink.ttl, IN, "AAAA", sink.ipv6))
+    if not reply.answer:  # NODATA: the name exists, this type does not
+        reply.authority.append(_soa_at(qname, sink.ttl))
+    if query.edns:
+        reply.use_edns(0, ednsflags=dns.flags.DO if query.do else 0, payload=1232)
+    return reply.to_wire()
+
+
+def _response(query: wire.Query) -> dns.message.Message:
+    # header and question only: the rest (EDNS is already in `query`) may hold records dnspython rejects
+    msg = dns.message.from_wire(query.data[:4] + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query.data[12 : query.qend])
+    return dns.message.make_response(msg, recursion_available=True)
+
+
 def _renamed(rrset: dns.rrset.RRset, qname: dns.name.Name) -> dns.rrset.RRset:
     out = dns.rrset.RRset(qname, rrset.rdclass, rrset.rdtype)
     out.update(rrset)
@@ -83,7 +110,10 @@ def _renamed(rrset: dns.rrset.RRset, qname: dns.name.Name) -> dns.rrset.RRset:
 
 def _soa(decision: Decision, qname: dns.name.Name, ttl: int) -> dns.rrset.RRset:
     """A synthetic SOA so MTAs cache the negative answer (RFC 2308) for the sink TTL."""
-    owner = dns.name.from_text(decision.typo.neighbour) if decision.typo else qname
+    return _soa_at(dns.name.from_text(decision.typo.neighbour) if decision.typo else qname, ttl)
+
+
+def _soa_at(owner: dns.name.Name, ttl: int) -> dns.rrset.RRset:
     return dns.rrset.from_text(
         owner, ttl, "IN", "SOA", f"resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400 {ttl}"
     )

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import json
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
 from . import __version__
-from .config import DEFAULT_LISTEN, Config, load_config
+from .config import Config, load_config
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
@@ -207,68 +204,8 @@ def _worker(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
-    try:
-        import uvloop
+    from .app import run
+    from .reload import reread_config
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        return runner(_serve(cfg, args, reuse_port))
-    except OSError as exc:
-        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
-
-
-async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
-    from . import metrics as metrics_mod
-    from .cache import Cache
-    from .events import setup_events
-    from .pipeline import build_pipeline
-    from .reload import PolicyHolder, reread_config
-    from .server import Server
-    from .transfer import ZoneExport
-    from .upstream import Upstream, UpstreamPool, from_resolv_conf
-
-    metrics = metrics_mod.Metrics()
     overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if hasattr(args, k)}
-    holder = PolicyHolder(cfg, metrics, reread_config(cfg.config_path, overrides))
-    upstreams = [Upstream(e.host, e.port) for e in cfg.upstreams] or from_resolv_conf()
-    if not upstreams:
-        raise ConfigError("no upstream: give --upstream or list nameservers in /etc/resolv.conf")
-    metrics.declare_upstreams(u.name for u in upstreams)
-    cache = Cache(cfg.cache_entries, cfg.cache_bytes, max_ttl=cfg.cache_max_ttl, min_ttl=cfg.cache_min_ttl,
-                  servfail_ttl=cfg.servfail_ttl, stale_ttl=cfg.serve_stale)  # fmt: skip
-    pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after,
-                        randomize_case=cfg.randomize_case, observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
-    pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
-    export = ZoneExport(cfg.export_origin, cfg.export_clients, holder.current) if cfg.export_clients else None
-    server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout, tcp_max_connections=cfg.tcp_max_connections,
-                    max_inflight=cfg.max_inflight, axfr=export.answer if export else None)  # fmt: skip
-    setup_events(cfg.events)
-    for ep in cfg.listen:
-        try:
-            await server.listen(ep.host, ep.port, reuse_port=reuse_port)
-        except OSError as exc:
-            if str(ep) not in DEFAULT_LISTEN or ep.host == "127.0.0.1":
-                raise
-            log.warning("not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)", ep.host,
-                        ep.port, exc.strerror or exc)  # fmt: skip
-    if cfg.metrics:  # with --workers the supervisor serves /metrics for all of them
-        metrics_mod.serve(metrics.registry, cfg.metrics.host, cfg.metrics.port)
-        log.info("metrics address=%s port=%d path=/metrics", cfg.metrics.host, cfg.metrics.port)
-    log.info("started version=%s upstreams=%s zones_dir=%s", __version__, ",".join(u.name for u in upstreams),
-             cfg.zones_dir)  # fmt: skip
-    gc.freeze()  # the start-up objects (policy, index, modules) leave the collector's scans: shorter pauses
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
-    watcher = asyncio.ensure_future(holder.watch())
-    await stop.wait()
-    log.info("stopping: finishing in-flight queries grace_seconds=%s", cfg.shutdown_grace)
-    server.stop_listening()
-    watcher.cancel()
-    await server.drain(cfg.shutdown_grace)
-    log.info("stopped")
-    return 0
+    return run(cfg, reread_config(cfg.config_path, overrides), reuse_port=reuse_port)

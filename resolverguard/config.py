@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -50,6 +51,15 @@ class Config:
     sink_ipv6: str = ""
     sink_mail_host: str = "sink.resolverguard.internal."
     sink_ttl: int = 60
+    smtp_sink_listen: tuple[Endpoint, ...] = ()  # empty: no SMTP sink
+    smtp_sink_mode: str = "reject"  # reject (5xx, bounce now) | defer (4xx, stays queued at the sender's MTA)
+    smtp_sink_template: str = ("<{recipient}>: {domain} resembles the protected domain {protected} ({typo_class}). "
+                               "Did you mean <{suggestion}>? Not delivered.")  # fmt: skip
+    smtp_sink_hostname: str = "sink.resolverguard.internal"
+    smtp_sink_max_sessions: int = 1000
+    smtp_sink_command_timeout: float = 30.0  # seconds to wait for one command line (the idle timeout)
+    smtp_sink_session_timeout: float = 120.0  # seconds one session may last in all
+    smtp_sink_max_commands: int = 100  # per command per session, then 421
     cache_entries: int = 100_000
     cache_bytes: int = 64 * 1024 * 1024
     cache_max_ttl: int = 86_400
@@ -84,6 +94,10 @@ _TABLES = {
                   "action": "ratelimit_action"},
     "log": {"level": "log_level", "events": "events"},
     "export": {"origin": "export_origin", "clients": "export_clients"},
+    "smtp_sink": {"listen": "smtp_sink_listen", "mode": "smtp_sink_mode", "template": "smtp_sink_template",
+                  "hostname": "smtp_sink_hostname", "max_sessions": "smtp_sink_max_sessions",
+                  "command_timeout": "smtp_sink_command_timeout", "session_timeout": "smtp_sink_session_timeout",
+                  "max_commands": "smtp_sink_max_commands"},
 }  # fmt: skip
 _TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
         "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight"}  # fmt: skip
@@ -182,6 +196,7 @@ def _build(values: dict[str, Any], path: str | None) -> Config:
     for key, value, allowed in (
         ("typo_action", cfg.typo_action, ("nxdomain", "sink", "refused", "log-only")),
         ("ratelimit_action", cfg.ratelimit_action, ("refused", "drop")),
+        ("smtp_sink_mode", cfg.smtp_sink_mode, ("reject", "defer")),
         ("log_level", cfg.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
     ):
         if value not in allowed:
@@ -209,18 +224,40 @@ def _build(values: dict[str, Any], path: str | None) -> Config:
                 raise _KeyError(key.split("_")[1], f"bad address {value!r}") from None
     if cfg.timeout <= 0 or cfg.servfail_after <= 0:
         raise _KeyError("timeout", "timeouts must be positive")
+    _check_template(cfg.smtp_sink_template)
+    for key in ("smtp_sink_max_sessions", "smtp_sink_command_timeout", "smtp_sink_session_timeout",
+                "smtp_sink_max_commands"):
+        if getattr(cfg, key) <= 0:
+            raise _KeyError(key, "must be positive")
     if cfg.workers < 1:
         raise _KeyError("workers", "must be at least 1")
     return cfg
 
 
+SINK_TEMPLATE_FIELDS = ("recipient", "domain", "protected", "typo_class", "suggestion")
+
+
+def _check_template(template: str) -> None:
+    """The sink's reply template: one line, only the known {fields}."""
+    if "\r" in template or "\n" in template:
+        raise _KeyError("smtp_sink_template", "must be one line")
+    try:
+        fields_used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise _KeyError("smtp_sink_template", str(exc)) from None
+    unknown = fields_used - set(SINK_TEMPLATE_FIELDS)
+    if unknown:
+        raise _KeyError("smtp_sink_template", f"unknown field {{{sorted(unknown)[0]}}}; known: "
+                        + ", ".join(f"{{{f}}}" for f in SINK_TEMPLATE_FIELDS))  # fmt: skip
+
+
 def _convert(key: str, typ: Any, value: Any) -> Any:
     typ = str(typ)
-    if key in ("listen", "upstreams"):
+    if key in ("listen", "upstreams", "smtp_sink_listen"):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise ConfigError("expected a list of addresses")
-        return tuple(parse_endpoint(x, 53) for x in items)
+        return tuple(parse_endpoint(x, 25 if key == "smtp_sink_listen" else 53) for x in items)
     if key == "metrics":
         return parse_endpoint(value, 9153) if value else None
     if typ.startswith("tuple"):

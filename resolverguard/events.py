@@ -53,7 +53,7 @@ def emit_block(query: wire.Query, decision) -> None:
         return
     typo, rpz = decision.typo, decision.rpz
     event = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+        "time": timestamp(),
         "client": query.client,
         "qname": query.qname,
         "qtype": QTYPES.get(query.qtype, str(query.qtype)),
@@ -66,4 +66,17 @@ def emit_block(query: wire.Query, decision) -> None:
         "neighbour": typo.neighbour if typo else None,
         "rule": f"{rpz.zone}:{rpz.owner}" if rpz else "typo-detector",
     }
+    emit_event(event)
+
+
+def timestamp() -> str:
+    """UTC time with milliseconds, as every event carries it."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def emit_event(event: dict) -> None:
+    """Write one event (a block, a sink rejection) as one JSON line."""
+    if blocks.disabled or not blocks.handlers:
+        return
     blocks.info(json.dumps(event, separators=(",", ":")))

@@ -13,6 +13,7 @@ from . import __version__
 OUTCOMES = (
     "forwarded", "cached", "stale", "blocked_typo", "blocked_override", "refused", "ratelimited", "servfail",
     "formerr", "notimp", "dropped", "any_minimal", "transfer",
+    "sink_host",
 )  # fmt: skip
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other", "none")
 QTYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR", 5: "CNAME", 2: "NS", 6: "SOA", 33: "SRV", 65: "HTTPS",
@@ -80,6 +81,17 @@ class Metrics:
         self.tcp_rejected = Counter(
             "resolverguard_tcp_rejected_total", "TCP connections closed at once: connection cap reached", registry=r
         )
+        self.sink_rejections = Counter(
+            "resolverguard_sink_rejections_total", "Recipients the SMTP sink refused, by the protected domain they resemble",
+            ["protected_domain", "typo_class", "mode"], registry=r,
+        )  # fmt: skip
+        self.sink_sessions = Gauge(
+            "resolverguard_sink_sessions", "Open SMTP sink sessions", registry=r, multiprocess_mode="sum"
+        )
+        self.sink_sessions_refused = Counter(
+            "resolverguard_sink_sessions_refused_total", "SMTP sink connections answered 421: session cap reached",
+            registry=r,
+        )  # fmt: skip
         self.internal_errors = Counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions", registry=r)
         self.reloads = Counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"], registry=r)
         self.last_reload = Gauge(
@@ -131,6 +143,14 @@ class Metrics:
             self.rules.labels(zone)
             for action in RPZ_ACTIONS:
                 self.rpz_hits.labels(zone, action)
+
+    def declare_sink(self, protected: Iterable[str], typo_classes: Iterable[str], mode: str) -> None:
+        """The sink's rejection series at 0: per protected domain and class (bounded as above), and "none"."""
+        domains = list(protected)
+        self.sink_rejections.labels("none", "none", mode)
+        for domain in domains if len(domains) <= DECLARE_DOMAINS_MAX else ():
+            for cls in typo_classes:
+                self.sink_rejections.labels(domain, cls, mode)
 
     def declare_upstreams(self, names: Iterable[str]) -> None:
         for name in names:

@@ -108,6 +108,19 @@ class Sanity:
         return None
 
 
+class SinkHost:
+    """The sink mail host's own A/AAAA: MTAs look up the MX host themselves, and upstream does not know it."""
+
+    name = "sink_host"
+
+    def __init__(self, sink: answers.Sink) -> None:
+        self.sink = sink
+
+    def handle(self, query: wire.Query) -> Answer | None:
+        reply = answers.sink_host(query, self.sink)
+        return None if reply is None else Answer(reply, "sink_host")
+
+
 _FORWARDED: tuple[Decision, None, None] = (FORWARD, None, None)
 
 
@@ -227,6 +240,7 @@ def build_pipeline(config, current_policy: Callable[[], Policy], cache: Cache, p
         stages.append(RateLimit(config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt,
                                 config.ratelimit_action, metrics))  # fmt: skip
     stages.append(Sanity())  # ANY and transfers never reach policy or upstreams
+    stages.append(SinkHost(sink))  # the host the sink MX names: answered here, never forwarded
     stages.append(PolicyStage(current_policy, sink, metrics))  # overrides win, then the typo detector
     stages.append(CacheStage(cache, metrics))  # only what policy lets through is served from cache
     return Pipeline(tuple(stages), Forwarder(pool, cache, metrics))  # forward: the only async stage

@@ -1,0 +1,173 @@
+"""The composition root: build config, policy holder, metrics, event log and the services; start and stop them."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+from . import __version__
+from . import metrics as metrics_mod
+from .cache import Cache
+from .config import DEFAULT_LISTEN, Config
+from .errors import ConfigError
+from .events import setup_events
+from .pipeline import build_pipeline
+from .reload import PolicyHolder
+from .server import Server
+from .transfer import ZoneExport
+from .upstream import Upstream, UpstreamPool, from_resolv_conf
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """One part of the running guard: started in order, stopped in reverse order."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+class DnsService:
+    """The DNS listeners (UDP and TCP) of [listen]; stopping finishes in-flight queries within the grace."""
+
+    name = "dns"
+
+    def __init__(self, cfg: Config, server: Server, reuse_port: bool) -> None:
+        self.cfg, self.server, self.reuse_port = cfg, server, reuse_port
+
+    async def start(self) -> None:
+        for ep in self.cfg.listen:
+            try:
+                await self.server.listen(ep.host, ep.port, reuse_port=self.reuse_port)
+            except OSError as exc:
+                if str(ep) not in DEFAULT_LISTEN or ep.host == "127.0.0.1":
+                    raise
+                log.warning("not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)", ep.host,
+                            ep.port, exc.strerror or exc)  # fmt: skip
+
+    async def stop(self, grace: float) -> None:
+        log.info("stopping: finishing in-flight queries grace_seconds=%s", grace)
+        self.server.stop_listening()
+        await self.server.drain(grace)
+
+
+class MetricsService:
+    """/metrics over HTTP (a prometheus_client thread); with --workers the supervisor serves it instead."""
+
+    name = "metrics"
+
+    def __init__(self, cfg: Config, metrics: metrics_mod.Metrics) -> None:
+        self.cfg, self.metrics = cfg, metrics
+
+    async def start(self) -> None:
+        metrics_mod.serve(self.metrics.registry, self.cfg.metrics.host, self.cfg.metrics.port)
+        log.info("metrics address=%s port=%d path=/metrics", self.cfg.metrics.host, self.cfg.metrics.port)
+
+    async def stop(self, grace: float) -> None:
+        pass  # a daemon thread: it ends with the process
+
+
+class WatcherService:
+    """Reload the policy when zones/ or the config file change (and on SIGHUP)."""
+
+    name = "watcher"
+
+    def __init__(self, holder: PolicyHolder) -> None:
+        self.holder = holder
+        self.task: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.holder.reload()))
+        self.task = asyncio.ensure_future(self.holder.watch())
+
+    async def stop(self, grace: float) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class App:
+    """Everything `serve` runs, built from one Config; run() starts the services and waits for a signal."""
+
+    def __init__(self, cfg: Config, reread: Callable[[], Config] | None = None, reuse_port: bool = False) -> None:
+        self.cfg = cfg
+        self.metrics = metrics = metrics_mod.Metrics()
+        self.holder = holder = PolicyHolder(cfg, metrics, reread)
+        upstreams = [Upstream(e.host, e.port) for e in cfg.upstreams] or from_resolv_conf()
+        if not upstreams:
+            raise ConfigError("no upstream: give --upstream or list nameservers in /etc/resolv.conf")
+        self.upstreams = upstreams
+        metrics.declare_upstreams(u.name for u in upstreams)
+        cache = Cache(cfg.cache_entries, cfg.cache_bytes, max_ttl=cfg.cache_max_ttl, min_ttl=cfg.cache_min_ttl,
+                      servfail_ttl=cfg.servfail_ttl, stale_ttl=cfg.serve_stale)  # fmt: skip
+        pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after, randomize_case=cfg.randomize_case,
+                            observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
+        pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
+        export = ZoneExport(cfg.export_origin, cfg.export_clients, holder.current) if cfg.export_clients else None
+        self.server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout,
+                             tcp_max_connections=cfg.tcp_max_connections, max_inflight=cfg.max_inflight,
+                             axfr=export.answer if export else None)  # fmt: skip
+        self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
+        if cfg.metrics:
+            self.services.append(MetricsService(cfg, metrics))
+        if cfg.smtp_sink_listen:  # off by default
+            from .smtp_sink import SmtpSink
+
+            self.services.append(SmtpSink(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
+        self.services.append(WatcherService(holder))
+        self.started: list[Service] = []
+
+    async def start(self) -> None:
+        setup_events(self.cfg.events)
+        for service in self.services:
+            await service.start()
+            self.started.append(service)
+        log.info("started version=%s upstreams=%s zones_dir=%s services=%s", __version__,
+                 ",".join(u.name for u in self.upstreams), self.cfg.zones_dir,
+                 ",".join(s.name for s in self.services))  # fmt: skip
+
+    async def stop(self) -> None:
+        while self.started:
+            await self.started.pop().stop(self.cfg.shutdown_grace)
+        log.info("stopped")
+
+    async def run(self) -> int:
+        """Start, wait for SIGTERM or SIGINT, stop; a service that cannot start stops the ones before it."""
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        gc.freeze()  # the start-up objects (policy, index, modules) leave the collector's scans: shorter pauses
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop()
+        return 0
+
+
+def run(cfg: Config, reread: Callable[[], Config] | None = None, reuse_port: bool = False) -> int:
+    """Run the guard in this process until a signal; OSError from binding becomes a one-line ConfigError."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+
+    async def main() -> int:
+        return await App(cfg, reread, reuse_port).run()
+
+    try:
+        return runner(main())
+    except OSError as exc:
+        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
