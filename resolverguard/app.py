@@ -19,6 +19,7 @@ from .pipeline import build_pipeline
 from .reload import PolicyHolder
 from .server import Server
 from .transfer import ZoneExport
+from .typo import TYPO_CLASSES
 from .upstream import Upstream, UpstreamPool, from_resolv_conf
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class App:
         if not upstreams:
             raise ConfigError("no upstream: give --upstream or list nameservers in /etc/resolv.conf")
         self.upstreams = upstreams
+        # the sink's series exist (at 0) whether or not it is on: dashboards and alerts read the same names
+        metrics.declare_sink(sorted(holder.current().guard.protected), TYPO_CLASSES, cfg.smtp_sink_mode)
         metrics.declare_upstreams(u.name for u in upstreams)
         cache = Cache(cfg.cache_entries, cfg.cache_bytes, max_ttl=cfg.cache_max_ttl, min_ttl=cfg.cache_min_ttl,
                       servfail_ttl=cfg.servfail_ttl, stale_ttl=cfg.serve_stale)  # fmt: skip

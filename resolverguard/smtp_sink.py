@@ -19,7 +19,7 @@ from .config import Config
 from .events import emit_event, timestamp
 from .metrics import Metrics
 from .policy import Policy
-from .typo import TYPO_CLASSES, TypoMatch
+from .typo import TypoMatch
 
 log = logging.getLogger(__name__)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO: ours are the events
@@ -169,7 +169,6 @@ class SmtpSink:
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
         self.stopping = False
-        metrics.declare_sink(current_policy().guard.protected, TYPO_CLASSES, cfg.smtp_sink_mode)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
