@@ -93,7 +93,7 @@ def main() -> int:
     (work / "rg.toml").write_text(f'upstreams = ["{upstream.address}"]\n[typo]\naction = "sink"\n'
                                   f'[smtp_sink]\nlisten = ["127.0.0.1:{sink_port}"]\n')  # fmt: skip
     guard = Guard(["-c", str(work / "rg.toml"), "--zones", str(work / "zones"), "--events", "",
-                   "--listen", "127.0.0.1:0", "--log-level", "WARNING"], cwd=work)  # fmt: skip
+                   "--listen", "127.0.0.1:0"], cwd=work)  # fmt: skip
     try:
         dnsperf(guard.port, names, 2)  # warm the cache
         c0 = cpu_seconds(guard.proc.pid)

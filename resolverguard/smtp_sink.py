@@ -7,8 +7,10 @@ refusal() is the pure core; SmtpSink is the listener (aiosmtpd does the protocol
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -169,8 +171,30 @@ class SmtpSink:
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
         self.stopping = False
+        self.thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        """Listen from a thread with its own event loop: a flood of SMTP sessions cannot starve the DNS loop."""
+        started: concurrent.futures.Future = concurrent.futures.Future()
+        self.thread = threading.Thread(target=self._thread, args=(started,), name="smtp-sink", daemon=True)
+        self.thread.start()
+        await asyncio.wrap_future(started)  # re-raises a bind error here, at start-up
+
+    def _thread(self, started: concurrent.futures.Future) -> None:
+        loop = self.loop = _new_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._listen())
+        except BaseException as exc:  # noqa: BLE001 -- handed to start(), which raises it in the main loop
+            started.set_exception(exc)
+            loop.close()
+            return
+        started.set_result(None)
+        loop.run_forever()
+        loop.close()
+
+    async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         for ep in self.cfg.smtp_sink_listen:
             family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
@@ -183,6 +207,13 @@ class SmtpSink:
                      self.cfg.smtp_sink_mode, self.cfg.smtp_sink_max_sessions)  # fmt: skip
 
     async def stop(self, grace: float) -> None:
+        if self.thread is None or self.loop is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), self.loop))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self.thread.join, grace)
+
+    async def _close(self) -> None:
         self.stopping = True
         for server in self.servers:
             server.close()
@@ -192,3 +223,12 @@ class SmtpSink:
                 session.transport.close()
         for server in self.servers:
             await server.wait_closed()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
