@@ -7,17 +7,19 @@ import logging
 from collections.abc import Iterable, Mapping
 from itertools import combinations
 
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA, Levenshtein
 
 from resolverguard import names
-from resolverguard.typo import lists, skeleton
+from resolverguard.typo import lists, numerals, skeleton
 from resolverguard.typo.classify import classify_edit, edits1
 from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
 
 log = logging.getLogger(__name__)
 
 MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
-MIN_FUZZY_LENGTH = 4  # shorter labels (af, aol) get exact variants only
+MIN_FUZZY_LENGTH = 4  # shorter labels (af, aol) and common words get strong look-alikes, not loose ones
+TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget (OSA: a transposition is one edit)
+MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
@@ -72,6 +74,9 @@ class TypoGuard:
         self._names: list[str] = []  # pid -> protected domain
         self._labels: list[str] = []  # pid -> its leftmost label (ASCII, or Unicode if IDN)
         self._edit: dict[str, dict[str, _Ids]] = {}  # suffix -> label and its deletions -> pids
+        self._edit2: dict[str, dict[str, _Ids]] = {}  # suffix -> long label, its 1- and 2-deletions -> pids
+        self._edit2_max: dict[str, int] = {}  # suffix -> longest label in _edit2 (+2: longer queries skip)
+        self._numeral: dict[str, dict[str, int]] = {}  # suffix -> office3six5 -> pid
         self._loose: dict[str, dict[str, _Ids]] = {}  # suffix -> loose skeletons -> pids
         self._strong: dict[str, dict[str, _Ids]] = {}  # suffix -> strong skeleton -> pids (short labels)
         self._typo_suffix: dict[str, tuple[str, ...]] = {}  # ml -> (mil,)
@@ -125,6 +130,8 @@ class TypoGuard:
                     known |= lists.mil_second_level()
                 guard._second_level[entry] = frozenset(known)
                 suffixes.add(entry)
+                if "." in entry:  # gov.uk: also the label gov under uk (gvo.uk, gov0.uk, govuk.com)
+                    domains.append(entry)
             else:
                 domains.append(entry)
         guard._domains = frozenset(domains)
@@ -136,21 +143,18 @@ class TypoGuard:
             guard._names.append(domain)
             guard._labels.append(text)
             folded = skeleton.fold(text)
-            fuzzy = len(text) >= MIN_FUZZY_LENGTH and text not in exact_only and folded.isascii()
+            common = len(text) < MIN_FUZZY_LENGTH or text in exact_only
             is_registrable = names.is_public_suffix(suffix)
             if is_registrable:
                 suffixes.add(suffix)
-            if not fuzzy:
+            if common or not folded.isascii():
                 _add(guard._strong.setdefault(suffix, {}), skeleton.strong(folded), pid)
             else:
                 loose_keys.append((suffix, pid, skeleton.loose(folded)))
-                if text.isascii():
-                    table = guard._edit.setdefault(suffix, {})
-                    _add(table, text, pid)
-                    for i in range(len(text)):
-                        _add(table, text[:i] + text[i + 1:], pid)
-                if is_registrable:
-                    guard._swap.setdefault(text, domain)
+            if text.isascii():  # every label gets edit neighbours; established data keeps real ones out
+                guard._add_edits(text, suffix, pid)
+            if is_registrable and folded.isascii():
+                guard._swap.setdefault(text, domain)
             if text.isascii():
                 guard._add_combos(label, suffix, domain)
 
@@ -163,8 +167,10 @@ class TypoGuard:
             for typo in _suffix_typos(suffix):
                 typo_suffix.setdefault(typo, set()).add(suffix)
         guard._typo_suffix = {k: tuple(sorted(v)) for k, v in typo_suffix.items()}
+        guard._numeral = {s: t for s, t in guard._numeral.items() if t}
         guard._indexed_suffixes = frozenset(guard._edit) | frozenset(guard._loose) | frozenset(guard._strong)
-        guard._tables = {s: (guard._edit.get(s), guard._loose.get(s), guard._strong.get(s))
+        guard._tables = {s: (guard._edit.get(s), guard._loose.get(s), guard._strong.get(s), guard._edit2.get(s),
+                             guard._edit2_max.get(s, 0) + 2, guard._numeral.get(s))
                          for s in guard._indexed_suffixes}  # fmt: skip
         guard._join_rest = frozenset(d.split(".", 1)[1] for d in guard._domains) | frozenset(guard._second_level)
         guard._first_labels = frozenset(d.split(".", 1)[0] for d in guard._domains).union(*guard._second_level.values())
@@ -179,6 +185,22 @@ class TypoGuard:
                  len(entries), len(guard._second_level), sum(map(len, guard._edit.values())),
                  sum(map(len, guard._loose.values())))
         return guard
+
+    def _add_edits(self, text: str, suffix: str, pid: int) -> None:
+        """Index one ASCII label: its deletions (one edit), and for long labels two deletions."""
+        table = self._edit.setdefault(suffix, {})
+        deletions = {text[:i] + text[i + 1:] for i in range(len(text))}
+        for key in (text, *sorted(deletions)):
+            _add(table, key, pid)
+        if len(text) >= TWO_EDIT_LENGTH:
+            table2 = self._edit2.setdefault(suffix, {})
+            self._edit2_max[suffix] = max(self._edit2_max.get(suffix, 0), len(text))
+            keys = {text, *deletions, *map("".join, combinations(text, len(text) - 2))}
+            for key in sorted(keys):
+                _add(table2, key, pid)
+        numeral = self._numeral.setdefault(suffix, {})
+        for variant in sorted(numerals.variants(text)):
+            numeral.setdefault(variant, pid)
 
     def _add_skeletons(self, keys: list[tuple[str, int, str]]) -> None:
         """Index each loose skeleton p with F(p) and F(F(p)), so a query looks up its own skeleton once.
@@ -240,7 +262,7 @@ class TypoGuard:
             if found is not None:
                 return self._match(qname, *found)
         indexed, typo_suffix, combo = self._indexed_suffixes, self._typo_suffix, self._combo
-        for i in range(n - 2, low - 1, -1):
+        for i in range(min(n - 2, ps - 1), low - 1, -1):  # a public suffix (gov.ua) cannot be registered
             suffix = parents[i + 1]
             if i != ps - 1 and suffix not in indexed and suffix not in typo_suffix and labels[i] not in combo:
                 continue  # nothing can match at this level: skip the call
@@ -261,19 +283,23 @@ class TypoGuard:
             return None
         protected_suffixes = self._typo_suffix.get(suffix)
         if protected_suffixes is not None:
+            looks = skeleton.strong(label)  # m0d.uk: a look-alike of mod under a typo of gov.uk
             for protected_suffix in protected_suffixes:
-                candidate = label + "." + protected_suffix
-                if candidate in self._domains or label in self._second_level.get(protected_suffix, ()):
-                    return candidate, "tld_typo", Levenshtein.distance(suffix, protected_suffix)
+                known = self._second_level.get(protected_suffix, ())
+                for text in (label, looks) if looks != label else (label,):
+                    candidate = text + "." + protected_suffix
+                    if candidate in self._domains or text in known:
+                        distance = Levenshtein.distance(suffix, protected_suffix) + (text != label)
+                        return candidate, "tld_typo", distance
         if label.startswith("xn--"):
             return self._idn(label, suffix)
         tables = self._tables.get(suffix)
         if tables is not None:
-            edit, loose, strong = tables
+            edit, loose, strong, edit2, edit2_max, numeral = tables
+            keys = list(map("".join, combinations(label, len(label) - 1)))  # C loops: ~30% faster
+            keys.append(label)
             if edit is not None:
                 # symmetric deletion: the label and its deletions meet a protected label or its deletions
-                keys = list(map("".join, combinations(label, len(label) - 1)))  # C loops: ~30% faster
-                keys.append(label)
                 if not edit.keys().isdisjoint(keys) or "es" in label:
                     found = self._edits(label, keys, edit)
                     if found is not None:
@@ -288,7 +314,20 @@ class TypoGuard:
                 if value is not None:
                     pid = value if isinstance(value, int) else value[0]
                     return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
+            if numeral is not None:
+                pid = numeral.get(label)
+                if pid is not None:
+                    return self._names[pid], "numeral", Levenshtein.distance(label, self._labels[pid])
+            if edit2 is not None and TWO_EDIT_LENGTH - 2 <= len(label) <= edit2_max:
+                found = self._two_edits(label, keys, edit2)
+                if found is not None:
+                    return found
         hit = self._combo.get(label)
+        if hit is None and label.startswith("www") and len(label) > 4:  # wwwarmymil.com, wwwgmail.com
+            rest = label[4:] if label[3] == "-" else label[3:]
+            hit = self._combo.get(rest)
+            if hit is None and rest + "." + suffix in self._domains:
+                hit = rest + "." + suffix, "dot_omission"
         if hit is not None:
             domain, typo_class = hit
             return domain, typo_class, Levenshtein.distance(label + "." + suffix, domain)
@@ -317,6 +356,20 @@ class TypoGuard:
             start = label.find("es", start + 1)
         return None
 
+    def _two_edits(self, label: str, keys: list[str], table: dict[str, _Ids]) -> tuple[str, str, int] | None:
+        """Two-edit neighbours of long labels: the label, its 1- and 2-deletions meet the protected ones."""
+        keys2 = set(map("".join, combinations(label, len(label) - 2)))
+        keys2.update(keys)
+        if table.keys().isdisjoint(keys2):
+            return None
+        pids = {pid for value in map(table.get, keys2) if value is not None for pid in _ids(value)}
+        best = None
+        for pid in pids:
+            distance = OSA.distance(label, self._labels[pid], score_cutoff=2)
+            if distance <= 2 and (best is None or (distance, self._names[pid]) < best[:2]):
+                best = distance, self._names[pid]
+        return None if best is None else (best[1], "two_edits", best[0])
+
     def _idn(self, label: str, suffix: str) -> tuple[str, str, int] | None:
         """An xn-- label whose confusable skeleton equals a protected one."""
         tables = self._tables.get(suffix)
@@ -328,7 +381,7 @@ class TypoGuard:
         folded = skeleton.fold(text)
         if not folded.isascii():
             return None
-        _, loose, strong = tables
+        loose, strong = tables[1], tables[2]
         if loose is not None:
             value = loose.get(skeleton.loose(folded))
             if value is not None:
@@ -357,7 +410,7 @@ class TypoGuard:
         words = self._words
         size = len(label)
         for k in self._word_lengths:
-            if k > size - MIN_FUZZY_LENGTH:
+            if k > size - MIN_GLUED_LABEL:
                 break
             if label[-k:] in words and label[:-k] in swap:
                 return swap[label[:-k]], "dictionary", k
