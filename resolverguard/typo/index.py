@@ -17,7 +17,6 @@ from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
 log = logging.getLogger(__name__)
 
 MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
-MIN_FUZZY_LENGTH = 4  # shorter labels (af, aol) and common words get strong look-alikes, not loose ones
 TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget (OSA: a transposition is one edit)
 MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
@@ -118,7 +117,6 @@ class TypoGuard:
         guard._word_lengths = tuple(sorted({len(w) for w in guard._words}))
         guard._word_ends = tuple(sorted(guard._words))
         extra = {names.normalise(k): {names.normalise(v) for v in vs} for k, vs in (tld_second_level or {}).items()}
-        exact_only = lists.exact_only_labels()
 
         suffixes: set[str] = set()
         domains = []
@@ -143,13 +141,12 @@ class TypoGuard:
             guard._names.append(domain)
             guard._labels.append(text)
             folded = skeleton.fold(text)
-            common = len(text) < MIN_FUZZY_LENGTH or text in exact_only
             is_registrable = names.is_public_suffix(suffix)
             if is_registrable:
                 suffixes.add(suffix)
-            if common or not folded.isascii():
+            if not folded.isascii():
                 _add(guard._strong.setdefault(suffix, {}), skeleton.strong(folded), pid)
-            else:
+            else:  # short and common-word labels too: established data keeps real look-alikes out
                 loose_keys.append((suffix, pid, skeleton.loose(folded)))
             if text.isascii():  # every label gets edit neighbours; established data keeps real ones out
                 guard._add_edits(text, suffix, pid)

@@ -119,11 +119,6 @@ def established_provenance() -> str:
     return ", ".join(parts)
 
 
-def exact_only_labels() -> frozenset[str]:
-    """Short or common-word labels matched only by exact variants (TLD typo, look-alike, combo)."""
-    return shipped("exact-only-labels.txt")
-
-
 def dictionary_words() -> frozenset[str]:
     """Words glued to brand labels by squatters (login, portal, secure, ...)."""
     return shipped("dictionary-words.txt")

@@ -8,7 +8,7 @@ import pytest
 
 from resolverguard.errors import ZoneFileError
 from resolverguard.typo import TYPO_CLASSES, TypoGuard, load_domain_list, neighbours
-from resolverguard.typo.lists import established_domains, exact_only_labels, mil_second_level
+from resolverguard.typo.lists import established_domains, mil_second_level
 
 
 def test_load_domain_list(tmp_path: Path) -> None:
@@ -34,7 +34,6 @@ def test_missing_list_is_a_zone_file_error(tmp_path: Path) -> None:
 def test_shipped_lists() -> None:
     assert {"army", "navy", "af", "disa", "mail"} <= mil_second_level()
     assert {"mail.com", "email.com", "hotmail.fr", "outlook.de", "microsoft.us"} <= established_domains()
-    assert {"mail", "live", "state"} <= exact_only_labels()
 
 
 def test_neighbours_are_sorted_deterministic_and_cover_every_class() -> None:
