@@ -46,6 +46,7 @@ class Config:
     typo_classes: dict[str, str] = field(default_factory=dict)  # class -> block | log-only
     domain_actions: dict[str, str] = field(default_factory=dict)  # protected domain -> action
     tld_second_level: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    state_dir: str = ""  # learned .mil labels are kept here (learned-labels.txt); "" = in memory only
     sink_ipv4: str = "127.0.0.2"
     sink_ipv6: str = ""
     sink_mail_host: str = "sink.resolverguard.internal."
@@ -86,7 +87,7 @@ _TABLES = {
     "export": {"origin": "export_origin", "clients": "export_clients"},
 }  # fmt: skip
 _TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
-        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight"}  # fmt: skip
+        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight", "state_dir"}  # fmt: skip
 
 
 def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:

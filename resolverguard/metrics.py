@@ -54,6 +54,10 @@ class Metrics:
             "resolverguard_typo_would_block_total", "Typo-neighbour lookups let through in log-only mode",
             ["protected_domain", "typo_class", "qtype"], registry=r,
         )  # fmt: skip
+        self.typo_learned_labels = Gauge(
+            "resolverguard_typo_learned_labels", "Second-level labels learned under protected whole TLDs (mil)",
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
         self.rpz_hits = Counter("resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"], registry=r)
         self.upstream_duration = Histogram(
             "resolverguard_upstream_request_duration_seconds", "Upstream exchange time", ["upstream"],

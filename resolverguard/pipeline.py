@@ -15,6 +15,7 @@ from .errors import UpstreamError
 from .events import emit_block
 from .metrics import Metrics, QTYPES
 from .policy import FORWARD, Decision, Policy
+from .typo import learned as typo_learned
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,15 @@ class PolicyStage:
     def __init__(self, current: Callable[[], Policy], sink: answers.Sink, metrics: Metrics) -> None:
         self.current, self.sink, self.metrics = current, sink, metrics
         self.policy: Policy | None = None
+        self.learned = 0  # the guard's learned-label count the memo was filled with
         # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
         self.seen: dict[tuple, tuple[Decision, bytes | None, Callable[[], None] | None]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
-        if policy is not self.policy:  # a reload: forget what the old policy decided
-            self.policy, self.seen = policy, {}
+        if policy is not self.policy or policy.guard.learned_count != self.learned:
+            # a reload, or the guard learned a label (dmdc.ml is blocked now): forget the old decisions
+            self.policy, self.seen, self.learned = policy, {}, policy.guard.learned_count
         key = (query.key, query.tcp, query.client if policy.client_dependent else None)
         seen = self.seen.get(key)
         if seen is None:
@@ -187,8 +190,10 @@ class Forwarder:
 
     name = "forward"
 
-    def __init__(self, pool: UpstreamPool, cache: Cache, metrics: Metrics) -> None:
+    def __init__(self, pool: UpstreamPool, cache: Cache, metrics: Metrics,
+                 on_answer: Callable[[wire.Query, bytes], None] | None = None) -> None:  # fmt: skip
         self.pool, self.cache, self.metrics = pool, cache, metrics
+        self.on_answer = on_answer  # sees every upstream reply (the typo guard learns .mil labels)
 
     async def resolve(self, query: wire.Query) -> Answer:
         try:
@@ -201,6 +206,8 @@ class Forwarder:
             return Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
         if self.cache.put(query, reply):
             self.metrics.cache_entries.set(len(self.cache))
+        if self.on_answer is not None:
+            self.on_answer(query, reply)
         return Answer(reply, "forwarded")
 
 
@@ -229,4 +236,23 @@ def build_pipeline(config, current_policy: Callable[[], Policy], cache: Cache, p
     stages.append(Sanity())  # ANY and transfers never reach policy or upstreams
     stages.append(PolicyStage(current_policy, sink, metrics))  # overrides win, then the typo detector
     stages.append(CacheStage(cache, metrics))  # only what policy lets through is served from cache
-    return Pipeline(tuple(stages), Forwarder(pool, cache, metrics))  # forward: the only async stage
+    learn = Learner(current_policy, metrics, typo_learned.path_in(config.state_dir))
+    return Pipeline(tuple(stages), Forwarder(pool, cache, metrics, learn))  # forward: the only async stage
+
+
+class Learner:
+    """Teach the typo guard the second-level labels of answered names under protected whole TLDs."""
+
+    def __init__(self, current_policy: Callable[[], Policy], metrics: Metrics, path: str | None) -> None:
+        self.current_policy, self.metrics, self.path = current_policy, metrics, path
+
+    def __call__(self, query: wire.Query, reply: bytes) -> None:
+        """Learn from a NOERROR reply with answers (mail.dmdc.mil -> dmdc); never from NXDOMAIN or NODATA."""
+        if len(reply) < 12 or reply[3] & 0xF != 0 or reply[6:8] == b"\0\0":
+            return
+        guard = self.current_policy().guard
+        learned = guard.learn(query.qname)
+        if learned is not None:
+            typo_learned.append(self.path, *learned)
+            self.metrics.typo_learned_labels.set(guard.learned_count)
+            log.info("typo label learned entry=%s label=%s", *learned)

@@ -10,6 +10,7 @@ from itertools import combinations
 from rapidfuzz.distance import OSA, Levenshtein
 
 from resolverguard import names
+from resolverguard.typo import learned as learned_mod
 from resolverguard.typo import lists, numerals, skeleton
 from resolverguard.typo.classify import classify_edit, edits1
 from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
@@ -45,6 +46,14 @@ def _ids(value: _Ids | None) -> tuple[int, ...]:
     return (value,) if isinstance(value, int) else value
 
 
+def _learnable(label: str) -> bool:
+    """True for an LDH label a registry could have delegated (not _dmarc, not a wildcard, not empty)."""
+    try:
+        return names.normalise(label) == label
+    except ValueError:
+        return False
+
+
 def _valid_suffix(text: str) -> bool:
     """True if text could be a DNS suffix: non-empty labels without edge hyphens."""
     return bool(text) and all(label and label[0] != "-" and label[-1] != "-" for label in text.split("."))
@@ -70,6 +79,8 @@ class TypoGuard:
         self._established: frozenset[str] = frozenset()
         self._domains: frozenset[str] = frozenset()  # protected domain entries (not suffixes)
         self._second_level: dict[str, frozenset[str]] = {}  # protected suffix entry -> known labels
+        self._learned: dict[str, set[str]] = {}  # suffix entry -> labels learned from upstream answers
+        self._learned_count = 0
         self._names: list[str] = []  # pid -> protected domain
         self._labels: list[str] = []  # pid -> its leftmost label (ASCII, or Unicode if IDN)
         self._edit: dict[str, dict[str, _Ids]] = {}  # suffix -> label and its deletions -> pids
@@ -103,6 +114,7 @@ class TypoGuard:
         *,
         class_policy: Mapping[str, str] | None = None,
         tld_second_level: Mapping[str, Iterable[str]] | None = None,
+        learned: Mapping[str, Iterable[str]] | None = None,
         cache_size: int = 65536,
     ) -> TypoGuard:
         """Compile the index; ValueError on an invalid name, ConfigError on a bad class policy."""
@@ -126,7 +138,12 @@ class TypoGuard:
                 known = set(extra.get(entry, ()))
                 if entry == "mil":
                     known |= lists.mil_second_level()
-                guard._second_level[entry] = frozenset(known)
+                new = {label for label in (learned or {}).get(entry, ()) if label not in known}
+                new = set(sorted(new)[:max(0, learned_mod.MAX_LEARNED - guard._learned_count)])
+                if new:
+                    guard._learned[entry] = new
+                    guard._learned_count += len(new)
+                guard._second_level[entry] = frozenset(known | new)
                 suffixes.add(entry)
                 if "." in entry:  # gov.uk: also the label gov under uk (gvo.uk, gov0.uk, govuk.com)
                     domains.append(entry)
@@ -182,6 +199,39 @@ class TypoGuard:
                  len(entries), len(guard._second_level), sum(map(len, guard._edit.values())),
                  sum(map(len, guard._loose.values())))
         return guard
+
+    @property
+    def learned_count(self) -> int:
+        """How many second-level labels this guard learned (loaded or observed), for the metric."""
+        return self._learned_count
+
+    def learn(self, qname: str) -> tuple[str, str] | None:
+        """Learn the second-level label of an answered name under a whole-suffix entry (mail.dmdc.mil).
+
+        Returns (entry, label) when the label is new, else None. Cheap for every other name: one to three
+        dictionary probes. Bounded: after MAX_LEARNED labels nothing more is learned.
+        """
+        if not self._second_level or not isinstance(qname, str) or self._learned_count >= learned_mod.MAX_LEARNED:
+            return None
+        labels = qname.lower().rstrip(".").split(".")
+        for k in range(min(3, len(labels) - 1), 0, -1):
+            entry = ".".join(labels[-k:])
+            known = self._second_level.get(entry)
+            if known is None:
+                continue
+            label = labels[-k - 1]
+            if label in known or not _learnable(label) or names.is_public_suffix(label + "." + entry):
+                return None
+            self._second_level[entry] = known | {label}
+            self._learned.setdefault(entry, set()).add(label)
+            self._learned_count += 1
+            self._add_combos(label, entry, f"{label}.{entry}")
+            self._first_labels = self._first_labels | {label}
+            clear = getattr(self.find_neighbour, "cache_clear", None)
+            if clear is not None:  # earlier decisions about dmdc.ml are now stale
+                clear()
+            return entry, label
+        return None
 
     def _add_edits(self, text: str, suffix: str, pid: int) -> None:
         """Index one ASCII label: its deletions (one edit), and for long labels two deletions."""
@@ -271,8 +321,12 @@ class TypoGuard:
         return None
 
     def _match(self, qname: str, neighbour: str, protected: str, typo_class: str, distance: int) -> TypoMatch:
-        """Wrap a hit with its class policy."""
-        return TypoMatch(qname, neighbour, protected, typo_class, distance, self.policy[typo_class])
+        """Wrap a hit with its class policy, and say whether its label was learned."""
+        learned = False
+        if self._learned:
+            label, _, entry = protected.partition(".")
+            learned = label in self._learned.get(entry, ())
+        return TypoMatch(qname, neighbour, protected, typo_class, distance, self.policy[typo_class], learned)
 
     def _level(self, label: str, suffix: str, registrable: bool) -> tuple[str, str, int] | None:
         """Match one level label.suffix: TLD typo, label edits, look-alikes, combos, swaps."""

@@ -62,6 +62,7 @@ class TypoMatch:
     typo_class: str
     distance: int
     policy: str  # "block" | "log-only"
+    learned: bool = False  # the protected name's label was learned from upstream answers (mil: dmdc)
 
     @property
     def blocks(self) -> bool:
