@@ -49,9 +49,13 @@ def shipped(filename: str) -> frozenset[str]:
     return frozenset(names.normalise(entry) for _, entry in _entries(text))
 
 
+@functools.cache
 def mil_second_level() -> frozenset[str]:
-    """Known second-level labels of .mil (army, navy, af, disa, ...)."""
-    return shipped("mil-second-level.txt")
+    """Known second-level labels of .mil (army, navy, af, disa, ...): the shipped list plus every .mil
+    second-level label on the HSTS preload list (dmdc, militaryonesource, ...). No public registry of
+    .mil names exists; the guard also learns labels from answered lookups (typo/learned.py)."""
+    from_hsts = {d.rsplit(".", 2)[-2] for d in hsts_preload_domains() if d.endswith(".mil")}
+    return shipped("mil-second-level.txt") | frozenset(from_hsts)
 
 
 # Maintained PyPI packages that list real domains, installed as dependencies and read offline.

@@ -9,11 +9,11 @@ from resolverguard.typo import TypoGuard, learned
 
 def test_an_answered_name_under_mil_teaches_its_label() -> None:
     guard = TypoGuard.build(["mil", "gmail.com"])
-    assert guard.find_neighbour("dmdc.ml") is None  # dmdc is not in the shipped .mil list
-    assert guard.learn("mail.dmdc.mil") == ("mil", "dmdc")
-    match = guard.find_neighbour("dmdc.ml")  # the decision cache was cleared
-    assert match is not None and match.protected == "dmdc.mil" and match.learned and match.blocks
-    assert guard.find_neighbour("dmdcmil.com").learned  # combos of the learned name too
+    assert guard.find_neighbour("jfhq.ml") is None  # jfhq is in neither the shipped nor the HSTS .mil labels
+    assert guard.learn("mail.jfhq.mil") == ("mil", "jfhq")
+    match = guard.find_neighbour("jfhq.ml")  # the decision cache was cleared
+    assert match is not None and match.protected == "jfhq.mil" and match.learned and match.blocks
+    assert guard.find_neighbour("jfhqmil.com").learned  # combos of the learned name too
     assert not guard.find_neighbour("army.ml").learned  # shipped labels are not "learned"
     assert guard.learned_count == 1
 
@@ -35,12 +35,12 @@ def test_learning_is_bounded(monkeypatch) -> None:
 
 def test_learned_labels_file_round_trip_and_reload(tmp_path: Path) -> None:
     path = learned.path_in(str(tmp_path / "state"))
-    learned.append(path, "mil", "dmdc")
-    learned.append(path, "mil", "dmdc")  # duplicates are dropped on load
+    learned.append(path, "mil", "jfhq")
+    learned.append(path, "mil", "jfhq")  # duplicates are dropped on load
     learned.append(path, "mil", "socom2")
     Path(path).write_text(Path(path).read_text() + "garbage line here\nmil bad_label\n\n", encoding="utf-8")
     loaded = learned.load(path)
-    assert loaded == {"mil": {"dmdc", "socom2"}}
+    assert loaded == {"mil": {"jfhq", "socom2"}}
     guard = TypoGuard.build(["mil"], learned=loaded)
     assert guard.find_neighbour("socom2.ml").learned and guard.learned_count == 2
     assert learned.load(None) == {} and learned.load(str(tmp_path / "absent.txt")) == {}
