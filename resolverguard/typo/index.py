@@ -408,11 +408,21 @@ class TypoGuard:
         return None
 
     def _two_edits(self, label: str, keys: list[str], table: dict[str, _Ids]) -> tuple[str, str, int] | None:
-        """Two-edit neighbours of long labels: the label, its 1- and 2-deletions meet the protected ones."""
-        keys2 = set(map("".join, combinations(label, len(label) - 2)))
-        keys2.update(keys)
-        if table.keys().isdisjoint(keys2):
-            return None
+        """Two-edit neighbours of long labels: the label, its 1- and 2-deletions meet the protected ones.
+
+        The index holds each long label with its 1- and 2-deletions. The query's own 2-deletions can only
+        meet them when it is at least as long as a long label (8+); shorter queries probe their 1-deletions.
+        """
+        index = table.keys()
+        if len(label) < TWO_EDIT_LENGTH:
+            if index.isdisjoint(keys):
+                return None
+            keys2 = keys
+        else:
+            deletions2 = map("".join, combinations(label, len(label) - 2))  # consumed lazily: stops at a hit
+            if index.isdisjoint(keys) and index.isdisjoint(deletions2):
+                return None
+            keys2 = [*keys, *map("".join, combinations(label, len(label) - 2))]
         pids = {pid for value in map(table.get, keys2) if value is not None for pid in _ids(value)}
         best = None
         for pid in pids:
