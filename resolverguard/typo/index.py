@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from itertools import combinations
 
-from rapidfuzz.distance import OSA, Levenshtein
+from rapidfuzz.distance import DamerauLevenshtein, Levenshtein
 
 from resolverguard import names
 from resolverguard.typo import learned as learned_mod
@@ -18,7 +18,7 @@ from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
 log = logging.getLogger(__name__)
 
 MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
-TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget (OSA: a transposition is one edit)
+TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget (Damerau: a transposition is one edit)
 MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}
@@ -426,7 +426,7 @@ class TypoGuard:
         pids = {pid for value in map(table.get, keys2) if value is not None for pid in _ids(value)}
         best = None
         for pid in pids:
-            distance = OSA.distance(label, self._labels[pid], score_cutoff=2)
+            distance = DamerauLevenshtein.distance(label, self._labels[pid], score_cutoff=2)
             if distance <= 2 and (best is None or (distance, self._names[pid]) < best[:2]):
                 best = distance, self._names[pid]
         return None if best is None else (best[1], "two_edits", best[0])

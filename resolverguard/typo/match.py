@@ -28,7 +28,7 @@ TYPO_CLASSES: tuple[str, ...] = (
     "combo",          # army-mil.com, army.mil.com
     "dictionary",     # gmail-login.com, armyportal.com
     "numeral",        # office3six5.com, officethreesixfive.com (numbers as words or digits)
-    "two_edits",      # raythneo.com, lockheedmatrin.com (two edits, OSA, on labels of 8+ characters)
+    "two_edits",      # raythneo.com, lockheedmatrin.com (two edits, Damerau-Levenshtein, labels of 8+)
 )
 POLICIES = ("block", "log-only")
 # Dictionary combinations are mostly brand abuse rather than typing mistakes, and they hit legitimate
