@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from resolverguard import names
-from resolverguard.typo import lists
+from resolverguard.typo import lists, numerals
 from resolverguard.typo.classify import KEYBOARD, VOWELS, edits1
 from resolverguard.typo.match import TYPO_CLASSES
 
@@ -89,6 +89,8 @@ def neighbours(domain: str, tld_list: Iterable[str] | None = None) -> dict[str, 
             for typo_class, variants in _label_variants(label).items():
                 out[typo_class] |= {f"{v}.{suffix}" for v in variants}
             out["dot_insertion"] = {f"{label[:i]}.{label[i:]}.{suffix}" for i in range(1, len(label) - 1)}
+            out["numeral"] = {f"{v}.{suffix}" for v in numerals.variants(label)}
+            # two_edits is matched at query time only: a 10-character label has ~10^5 two-edit names
             for word in sorted(lists.dictionary_words()):
                 out["dictionary"] |= {f"{label}-{word}.{suffix}", f"{label}{word}.{suffix}",
                                       f"{word}-{label}.{suffix}", f"{word}{label}.{suffix}"}
