@@ -7,44 +7,23 @@ import logging
 from collections.abc import Iterable, Mapping
 from itertools import combinations
 
-from rapidfuzz.distance import DamerauLevenshtein, Levenshtein
+from rapidfuzz.distance import Levenshtein
 
 from resolverguard import names
 from resolverguard.typo import learned as learned_mod
-from resolverguard.typo import lists, numerals, skeleton
-from resolverguard.typo.classify import classify_edit, edits1
-from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
+from resolverguard.typo import lists, skeleton
+from resolverguard.typo.classify import edits1
+from resolverguard.typo.families import LABEL_FAMILIES
+from resolverguard.typo.family import LabelFamily
+from resolverguard.typo.match import TypoMatch, resolve_policy
+from resolverguard.typo.twoedits import TWO_EDIT_LENGTH  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger(__name__)
 
 MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
-TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget (Damerau: a transposition is one edit)
 MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
-_CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
-
-_Ids = int | tuple[int, ...]
-
-
-def _add(table: dict[str, _Ids], key: str, pid: int) -> None:
-    """Record pid under key; a key shared by several protected names holds a tuple."""
-    old = table.get(key)
-    if old is None:
-        table[key] = pid
-    elif isinstance(old, int):
-        if old != pid:
-            table[key] = (old, pid)
-    elif pid not in old:
-        table[key] = old + (pid,)
-
-
-def _ids(value: _Ids | None) -> tuple[int, ...]:
-    """The protected ids stored under one key."""
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, int) else value
-
 
 def _learnable(label: str) -> bool:
     """True for an LDH label a registry could have delegated (not _dmarc, not a wildcard, not empty)."""
@@ -83,15 +62,10 @@ class TypoGuard:
         self._learned_count = 0
         self._names: list[str] = []  # pid -> protected domain
         self._labels: list[str] = []  # pid -> its leftmost label (ASCII, or Unicode if IDN)
-        self._edit: dict[str, dict[str, _Ids]] = {}  # suffix -> label and its deletions -> pids
-        self._edit2: dict[str, dict[str, _Ids]] = {}  # suffix -> long label, its 1- and 2-deletions -> pids
-        self._edit2_max: dict[str, int] = {}  # suffix -> longest label in _edit2 (+2: longer queries skip)
-        self._numeral: dict[str, dict[str, int]] = {}  # suffix -> office3six5 -> pid
-        self._loose: dict[str, dict[str, _Ids]] = {}  # suffix -> loose skeletons -> pids
-        self._strong: dict[str, dict[str, _Ids]] = {}  # suffix -> strong skeleton -> pids (short labels)
+        self._families: list[LabelFamily] = []  # the label-level families (typo/families.py), in match order
         self._typo_suffix: dict[str, tuple[str, ...]] = {}  # ml -> (mil,)
-        self._indexed_suffixes: frozenset[str] = frozenset()  # suffixes with edit/skeleton tables
-        self._tables: dict[str, tuple] = {}  # suffix -> (edit, loose, strong) tables, one lookup per level
+        self._indexed_suffixes: frozenset[str] = frozenset()  # suffixes with a label-family table
+        self._tables: dict[str, tuple] = {}  # suffix -> ((family, its table), ...), one lookup per level
         self._join_rest: frozenset[str] = frozenset()  # what follows the first label of a protected name
         self._first_labels: frozenset[str] = frozenset()  # first labels of protected names
         self._psl_exceptions: frozenset[str] = frozenset()  # "!www.ck" -> www.ck
@@ -132,7 +106,7 @@ class TypoGuard:
 
         suffixes: set[str] = set()
         domains = []
-        loose_keys: list[tuple[str, int, str]] = []
+        families = guard._families = [family() for family in LABEL_FAMILIES]
         for entry in entries:
             if names.is_public_suffix(entry):
                 known = set(extra.get(entry, ()))
@@ -161,18 +135,15 @@ class TypoGuard:
             is_registrable = names.is_public_suffix(suffix)
             if is_registrable:
                 suffixes.add(suffix)
-            if not folded.isascii():
-                _add(guard._strong.setdefault(suffix, {}), skeleton.strong(folded), pid)
-            else:  # short and common-word labels too: established data keeps real look-alikes out
-                loose_keys.append((suffix, pid, skeleton.loose(folded)))
-            if text.isascii():  # every label gets edit neighbours; established data keeps real ones out
-                guard._add_edits(text, suffix, pid)
+            for family in families:  # every label, short and common words too: established data keeps
+                family.add(pid, text, folded, suffix)  # the real neighbours out
             if is_registrable and folded.isascii():
                 guard._swap.setdefault(text, domain)
             if text.isascii():
                 guard._add_combos(label, suffix, domain)
 
-        guard._add_skeletons(loose_keys)
+        for family in families:
+            family.finish()
         for suffix_entry, known in guard._second_level.items():
             for label in sorted(known):
                 guard._add_combos(label, suffix_entry, f"{label}.{suffix_entry}")
@@ -181,11 +152,8 @@ class TypoGuard:
             for typo in _suffix_typos(suffix):
                 typo_suffix.setdefault(typo, set()).add(suffix)
         guard._typo_suffix = {k: tuple(sorted(v)) for k, v in typo_suffix.items()}
-        guard._numeral = {s: t for s, t in guard._numeral.items() if t}
-        guard._indexed_suffixes = frozenset(guard._edit) | frozenset(guard._loose) | frozenset(guard._strong)
-        guard._tables = {s: (guard._edit.get(s), guard._loose.get(s), guard._strong.get(s), guard._edit2.get(s),
-                             guard._edit2_max.get(s, 0) + 2, guard._numeral.get(s))
-                         for s in guard._indexed_suffixes}  # fmt: skip
+        guard._indexed_suffixes = frozenset().union(*(family.tables for family in families))
+        guard._tables = {s: tuple((f, f.tables[s]) for f in families if s in f.tables) for s in guard._indexed_suffixes}
         guard._join_rest = frozenset(d.split(".", 1)[1] for d in guard._domains) | frozenset(guard._second_level)
         guard._first_labels = frozenset(d.split(".", 1)[0] for d in guard._domains).union(*guard._second_level.values())
         rules = guard._psl_rules
@@ -195,9 +163,8 @@ class TypoGuard:
         guard._word_tails = frozenset(w[-2:] for w in guard._words)
         if cache_size > 0:
             guard.find_neighbour = functools.lru_cache(maxsize=cache_size)(guard._find)
-        log.info("typo index built protected=%d suffix_entries=%d edit_keys=%d skeleton_keys=%d",
-                 len(entries), len(guard._second_level), sum(map(len, guard._edit.values())),
-                 sum(map(len, guard._loose.values())))
+        log.info("typo index built protected=%d suffix_entries=%d families=%s", len(entries),
+                 len(guard._second_level), ",".join(type(f).__name__ for f in families))
         return guard
 
     @property
@@ -232,40 +199,6 @@ class TypoGuard:
                 clear()
             return entry, label
         return None
-
-    def _add_edits(self, text: str, suffix: str, pid: int) -> None:
-        """Index one ASCII label: its deletions (one edit), and for long labels two deletions."""
-        table = self._edit.setdefault(suffix, {})
-        deletions = {text[:i] + text[i + 1:] for i in range(len(text))}
-        for key in (text, *sorted(deletions)):
-            _add(table, key, pid)
-        if len(text) >= TWO_EDIT_LENGTH:
-            table2 = self._edit2.setdefault(suffix, {})
-            self._edit2_max[suffix] = max(self._edit2_max.get(suffix, 0), len(text))
-            keys = {text, *deletions, *map("".join, combinations(text, len(text) - 2))}
-            for key in sorted(keys):
-                _add(table2, key, pid)
-        numeral = self._numeral.setdefault(suffix, {})
-        for variant in sorted(numerals.variants(text)):
-            numeral.setdefault(variant, pid)
-
-    def _add_skeletons(self, keys: list[tuple[str, int, str]]) -> None:
-        """Index each loose skeleton p with F(p) and F(F(p)), so a query looks up its own skeleton once.
-
-        Look-alikes that change length (cl/d, lb/b, ...) reach a query skeleton q from p in up to two
-        steps; storing every two-step forward rewrite at build time replaces the query's reverse
-        rewrites. Three passes, so a key's first id is the closest look-alike (direct before rewritten).
-        """
-        rules = skeleton.FORWARD_RULES
-        steps = [(suffix, pid, [loose]) for suffix, pid, loose in keys]
-        for step in range(3):
-            for suffix, pid, keys_now in steps:
-                table = self._loose.setdefault(suffix, {})
-                for key in keys_now:
-                    _add(table, key, pid)
-            if step < 2:
-                steps = [(suffix, pid, [r for key in keys_now for r in skeleton.rewrites(key, rules)])
-                         for suffix, pid, keys_now in steps]  # fmt: skip
 
     def _add_combos(self, label: str, suffix: str, domain: str) -> None:
         """Index armymil / army-mil / modgov style labels for domain."""
@@ -346,33 +279,13 @@ class TypoGuard:
             return self._idn(label, suffix)
         tables = self._tables.get(suffix)
         if tables is not None:
-            edit, loose, strong, edit2, edit2_max, numeral = tables
             keys = list(map("".join, combinations(label, len(label) - 1)))  # C loops: ~30% faster
             keys.append(label)
-            if edit is not None:
-                # symmetric deletion: the label and its deletions meet a protected label or its deletions
-                if not edit.keys().isdisjoint(keys) or "es" in label:
-                    found = self._edits(label, keys, edit)
-                    if found is not None:
-                        return found
-            if loose is not None:
-                value = loose.get(skeleton.loose(label))  # the index holds one- and two-step rewrites
-                if value is not None:
-                    pid = value if isinstance(value, int) else value[0]
-                    return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
-            if strong is not None:
-                value = strong.get(skeleton.strong(label))
-                if value is not None:
-                    pid = value if isinstance(value, int) else value[0]
-                    return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
-            if numeral is not None:
-                pid = numeral.get(label)
-                if pid is not None:
-                    return self._names[pid], "numeral", Levenshtein.distance(label, self._labels[pid])
-            if edit2 is not None and TWO_EDIT_LENGTH - 2 <= len(label) <= edit2_max:
-                found = self._two_edits(label, keys, edit2)
-                if found is not None:
-                    return found
+            labels = self._labels
+            for family, table in tables:
+                hit = family.match(table, label, keys, labels)
+                if hit is not None:
+                    return self._names[hit[0]], hit[1], hit[2]
         hit = self._combo.get(label)
         if hit is None and label.startswith("www") and len(label) > 4:  # wwwarmymil.com, wwwgmail.com
             rest = label[4:] if label[3] == "-" else label[3:]
@@ -386,51 +299,6 @@ class TypoGuard:
             return self._swap_or_word(label, suffix)
         return None
 
-    def _edits(self, label: str, keys: list[str], table: dict[str, _Ids]) -> tuple[str, str, int] | None:
-        """One-edit neighbours through the symmetric deletion index (keys: label's deletions and itself)."""
-        pids = {pid for value in map(table.get, keys) if value is not None for pid in _ids(value)}
-        best = None
-        for pid in pids:
-            typo_class = classify_edit(label, self._labels[pid])
-            if typo_class is not None:
-                rank = (_CLASS_RANK[typo_class], self._names[pid])
-                if best is None or rank < best[0]:
-                    best = rank, (self._names[pid], typo_class, 1)
-        if best is not None:
-            return best[1]
-        start = label.find("es", 3)
-        while start != -1:  # plural with "es" after s, x or z: protonsmail -> protonsesmail
-            if label[start - 1] in "sxz":
-                for pid in _ids(table.get(label[:start] + label[start + 2:])):
-                    if self._labels[pid] == label[:start] + label[start + 2:]:
-                        return self._names[pid], "plural", 2
-            start = label.find("es", start + 1)
-        return None
-
-    def _two_edits(self, label: str, keys: list[str], table: dict[str, _Ids]) -> tuple[str, str, int] | None:
-        """Two-edit neighbours of long labels: the label, its 1- and 2-deletions meet the protected ones.
-
-        The index holds each long label with its 1- and 2-deletions. The query's own 2-deletions can only
-        meet them when it is at least as long as a long label (8+); shorter queries probe their 1-deletions.
-        """
-        index = table.keys()
-        if len(label) < TWO_EDIT_LENGTH:
-            if index.isdisjoint(keys):
-                return None
-            keys2 = keys
-        else:
-            deletions2 = map("".join, combinations(label, len(label) - 2))  # consumed lazily: stops at a hit
-            if index.isdisjoint(keys) and index.isdisjoint(deletions2):
-                return None
-            keys2 = [*keys, *map("".join, combinations(label, len(label) - 2))]
-        pids = {pid for value in map(table.get, keys2) if value is not None for pid in _ids(value)}
-        best = None
-        for pid in pids:
-            distance = DamerauLevenshtein.distance(label, self._labels[pid], score_cutoff=2)
-            if distance <= 2 and (best is None or (distance, self._names[pid]) < best[:2]):
-                best = distance, self._names[pid]
-        return None if best is None else (best[1], "two_edits", best[0])
-
     def _idn(self, label: str, suffix: str) -> tuple[str, str, int] | None:
         """An xn-- label whose confusable skeleton equals a protected one."""
         tables = self._tables.get(suffix)
@@ -440,19 +308,10 @@ class TypoGuard:
         if text is None:
             return None
         folded = skeleton.fold(text)
-        if not folded.isascii():
-            return None
-        loose, strong = tables[1], tables[2]
-        if loose is not None:
-            value = loose.get(skeleton.loose(folded))
-            if value is not None:
-                pid = value if isinstance(value, int) else value[0]
-                return self._names[pid], "idn_homoglyph", Levenshtein.distance(text, self._labels[pid])
-        if strong is not None:
-            value = strong.get(skeleton.strong(folded))
-            if value is not None:
-                pid = value if isinstance(value, int) else value[0]
-                return self._names[pid], "idn_homoglyph", Levenshtein.distance(text, self._labels[pid])
+        for family, table in tables:
+            hit = family.match_idn(table, text, folded, self._labels)
+            if hit is not None:
+                return self._names[hit[0]], hit[1], hit[2]
         return None
 
     def _swap_or_word(self, label: str, suffix: str) -> tuple[str, str, int] | None:

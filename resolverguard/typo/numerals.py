@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from rapidfuzz.distance import Levenshtein
+
+from resolverguard.typo.family import Hit, LabelFamily
+
 # Each digit's spellings, and the sound-alike words squatters use for it (for/4, to/2, won/1, ate/8).
 WORDS: dict[str, tuple[str, ...]] = {
     "0": ("zero",), "1": ("one", "won"), "2": ("two", "to", "too"), "3": ("three",), "4": ("four", "for"),
@@ -27,3 +31,25 @@ def variants(label: str) -> set[str]:
             start = label.find(word, start + 1)
     out.discard(label)
     return {v for v in out if v and v[0] != "-" and v[-1] != "-" and len(v) <= 63}
+
+
+class Numerals(LabelFamily):
+    """The numeral variants of each ASCII label -> its id, per suffix: one exact lookup per query label."""
+
+    classes = ("numeral",)
+
+    def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
+        if not text.isascii():
+            return
+        found = variants(text)
+        if found:
+            table = self.tables.setdefault(suffix, {})
+            for variant in sorted(found):
+                table.setdefault(variant, pid)
+
+    def match(self, table: dict[str, int], label: str, keys: list[str], labels: list[str]) -> Hit | None:
+        pid = table.get(label)
+        return None if pid is None else (pid, "numeral", Levenshtein.distance(label, labels[pid]))
+
+    def variants(self, label: str) -> dict[str, set[str]]:
+        return {"numeral": variants(label)}
