@@ -49,3 +49,36 @@ def test_learned_labels_file_round_trip_and_reload(tmp_path: Path) -> None:
 def test_parse_is_bounded(monkeypatch) -> None:
     monkeypatch.setattr(learned, "MAX_LEARNED", 5)
     assert learned.total(learned.parse("".join(f"mil unit{i}\n" for i in range(50)))) == 5
+
+
+def test_learner_learns_from_answers_only(tmp_path: Path) -> None:
+    import dns.message
+    import dns.rcode
+    import dns.rrset
+    from prometheus_client import CollectorRegistry
+
+    from resolverguard import wire
+    from resolverguard.metrics import Metrics
+    from resolverguard.pipeline import Learner
+    from resolverguard.policy import Policy
+    from resolverguard.rpz import PolicyTable
+
+    policy = Policy(table=PolicyTable([]), guard=TypoGuard.build(["mil"]))
+    metrics = Metrics(CollectorRegistry())
+    path = learned.path_in(str(tmp_path))
+    learner = Learner(lambda: policy, metrics, path)
+
+    def reply(qname: str, rcode: int, answers: bool) -> tuple[wire.Query, bytes]:
+        query = dns.message.make_query(qname, "A")
+        response = dns.message.make_response(query)
+        response.set_rcode(rcode)
+        if answers:
+            response.answer.append(dns.rrset.from_text(qname + ".", 300, "IN", "A", "192.0.2.1"))
+        return wire.parse_query(query.to_wire(), "127.0.0.1", False), response.to_wire()
+
+    learner(*reply("mail.nxunit.mil", dns.rcode.NXDOMAIN, False))
+    learner(*reply("mail.nodataunit.mil", dns.rcode.NOERROR, False))
+    assert policy.guard.learned_count == 0 and not Path(path).exists()
+    learner(*reply("mail.jfhq.mil", dns.rcode.NOERROR, True))
+    assert policy.guard.learned_count == 1 and learned.load(path) == {"mil": {"jfhq"}}
+    assert metrics.typo_learned_labels._value.get() == 1
