@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
 MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
+# Suffixes only governments, armed forces and schools can register under (gov.au, mil.za, gouv.fr,
+# go.jp, edu.au; and gov, mil, edu, int): a swap into one is a foreign government, not a squatter.
+RESTRICTED_FIRST_LABELS = frozenset({"gov", "mil", "govt", "gouv", "gob", "go", "gv", "gc", "mod", "edu", "army",
+                                     "navy", "airforce", "police", "parliament", "government"})
+RESTRICTED_TLDS = frozenset({"gov", "mil", "edu", "int"})
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
 
@@ -76,6 +81,7 @@ class TypoGuard:
         self._swap: dict[str, str] = {}  # label -> protected domain, for tld_swap and dictionary
         self._psl_rules: frozenset[str] = names.psl_rules()
         self._words: frozenset[str] = frozenset()
+        self._restricted: frozenset[str] = frozenset()  # gov.au, mil.za, ...: no tld_swap or dictionary
         self._word_ends: tuple[str, ...] = ()
         self._word_lengths: tuple[int, ...] = ()
         self.find_neighbour = self._find  # replaced by a cached version in build()
@@ -159,6 +165,8 @@ class TypoGuard:
         rules = guard._psl_rules
         guard._psl_exceptions = frozenset(r[1:] for r in rules if r.startswith("!"))
         guard._psl_wild = frozenset(r[2:] for r in rules if r.startswith("*."))
+        guard._restricted = RESTRICTED_TLDS | frozenset(
+            r for r in rules if "." in r and r[0] not in "*!" and r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS)
         guard._word_heads = frozenset(w[:2] for w in guard._words)
         guard._word_tails = frozenset(w[-2:] for w in guard._words)
         if cache_size > 0:
@@ -315,7 +323,15 @@ class TypoGuard:
         return None
 
     def _swap_or_word(self, label: str, suffix: str) -> tuple[str, str, int] | None:
-        """At the registrable level: the same label under another TLD, or label plus a common word."""
+        """At the registrable level: the same label under another TLD, or label plus a common word; not
+        into another restricted suffix (army.gov.au, army.mil.za: foreign governments register there)."""
+        found = self._swap_or_word_anywhere(label, suffix)
+        if found is not None and suffix in self._restricted and not found[0].endswith("." + suffix):
+            return None
+        return found
+
+    def _swap_or_word_anywhere(self, label: str, suffix: str) -> tuple[str, str, int] | None:
+        """The same label under another TLD, or label plus a common word, whatever the suffix."""
         swap = self._swap
         domain = swap.get(label)
         if domain is not None:

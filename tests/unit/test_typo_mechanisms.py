@@ -80,7 +80,9 @@ def test_tld_swap_blocks_by_default(guard: TypoGuard, qname: str, protected: str
     assert _blocked(guard, qname) == (protected, "tld_swap")
 
 
-@pytest.mark.parametrize("qname", ["paypal.de", "amazon.ae", "yahoo.at", "amazon.de", "hotmail.fr", "aol.de"])
+@pytest.mark.parametrize("qname", ["paypal.de", "amazon.ae", "yahoo.at", "amazon.de", "hotmail.fr", "aol.de",
+                                   "army.gov.au", "army.mil.za", "army.mil.ng", "navy.mil.nz", "army.gov.in",
+                                   "army.mil.br", "army.gouv.fr", "gmail.edu"])  # foreign forces: restricted suffixes
 def test_brand_owned_tld_variants_are_known_from_data(guard: TypoGuard, qname: str) -> None:
     assert guard.find_neighbour(qname) is None
 
