@@ -4,7 +4,8 @@ hyphenation, bitsquatting and plural, through a symmetric deletion index per suf
 from __future__ import annotations
 
 from resolverguard.typo.classify import KEYBOARD, VOWELS, classify_edit
-from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, ids
+from resolverguard.typo import family
+from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, deletions1, ids
 from resolverguard.typo.match import TYPO_CLASSES
 
 _CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}
@@ -24,7 +25,16 @@ class OneEdit(LabelFamily):
         for key in (text, *sorted({text[:i] + text[i + 1:] for i in range(len(text))})):
             add_id(table, key, pid)
 
-    def match(self, table: dict[str, Ids], label: str, keys: list[str], labels: list[str]) -> Hit | None:
+    def finish(self) -> None:
+        """Pair each suffix's index with its compiled prefilter (None without it)."""
+        self.tables = {s: (index, family.prefilter(index, self.compiled)) for s, index in self.tables.items()}
+
+    def match(self, table: tuple, label: str, keys: list[str] | None, labels: list[str]) -> Hit | None:
+        table, quick = table
+        if quick is not None and label.isascii() and "es" not in label and not quick.any_deletions(label, 1):
+            return None  # the compiled "no": no deletion of the label can be a key
+        if keys is None:
+            keys = deletions1(label)
         if table.keys().isdisjoint(keys) and "es" not in label:
             return None
         best = None

@@ -14,7 +14,7 @@ from resolverguard.typo import learned as learned_mod
 from resolverguard.typo import lists, skeleton
 from resolverguard.typo.classify import edits1
 from resolverguard.typo.families import LABEL_FAMILIES
-from resolverguard.typo.family import LabelFamily
+from resolverguard.typo.family import HashSet, LabelFamily, deletions1
 from resolverguard.typo.match import TypoMatch, resolve_policy
 from resolverguard.typo.twoedits import TWO_EDIT_LENGTH  # noqa: F401 - re-exported for callers
 
@@ -67,6 +67,7 @@ class TypoGuard:
         self._learned_count = 0
         self._names: list[str] = []  # pid -> protected domain
         self._labels: list[str] = []  # pid -> its leftmost label (ASCII, or Unicode if IDN)
+        self._compiled = False  # the compiled prefilters (typo/_probe.c) are in use
         self._families: list[LabelFamily] = []  # the label-level families (typo/families.py), in match order
         self._typo_suffix: dict[str, tuple[str, ...]] = {}  # ml -> (mil,)
         self._indexed_suffixes: frozenset[str] = frozenset()  # suffixes with a label-family table
@@ -96,6 +97,7 @@ class TypoGuard:
         tld_second_level: Mapping[str, Iterable[str]] | None = None,
         learned: Mapping[str, Iterable[str]] | None = None,
         cache_size: int = 65536,
+        compiled: bool = True,
     ) -> TypoGuard:
         """Compile the index; ValueError on an invalid name, ConfigError on a bad class policy."""
         guard = cls()
@@ -112,7 +114,8 @@ class TypoGuard:
 
         suffixes: set[str] = set()
         domains = []
-        families = guard._families = [family() for family in LABEL_FAMILIES]
+        guard._compiled = HashSet is not None and compiled
+        families = guard._families = [family(guard._compiled) for family in LABEL_FAMILIES]
         for entry in entries:
             if names.is_public_suffix(entry):
                 known = set(extra.get(entry, ()))
@@ -287,8 +290,7 @@ class TypoGuard:
             return self._idn(label, suffix)
         tables = self._tables.get(suffix)
         if tables is not None:
-            keys = list(map("".join, combinations(label, len(label) - 1)))  # C loops: ~30% faster
-            keys.append(label)
+            keys = None if self._compiled else deletions1(label)  # with the prefilters: built on demand
             labels = self._labels
             for family, table in tables:
                 hit = family.match(table, label, keys, labels)

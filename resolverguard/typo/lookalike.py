@@ -24,8 +24,8 @@ class LookAlikes(LabelFamily):
 
     classes = ("homoglyph", "idn_homoglyph")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, compiled: bool = True) -> None:
+        super().__init__(compiled)
         self._pending: list[tuple[str, int, str]] = []
         self._loose: dict[str, dict[str, Ids]] = {}
         self._strong: dict[str, dict[str, Ids]] = {}

@@ -8,7 +8,8 @@ from itertools import combinations
 
 from rapidfuzz.distance import DamerauLevenshtein
 
-from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, ids
+from resolverguard.typo import family
+from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, deletions1, ids
 
 TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget; shorter ones one edit (docs/typo.md)
 
@@ -27,12 +28,23 @@ class TwoEdits(LabelFamily):
             add_id(table, key, pid)
         self.tables[suffix] = table, max(longest, len(text))
 
-    def match(self, table: tuple[dict[str, Ids], int], label: str, keys: list[str], labels: list[str]) -> Hit | None:
+    def finish(self) -> None:
+        """Add the compiled prefilter of each suffix's keys (None without it): (index, longest, prefilter)."""
+        self.tables = {s: (index, longest, family.prefilter(index, self.compiled))
+                       for s, (index, longest, *_) in self.tables.items()}  # fmt: skip
+
+    def match(self, table: tuple, label: str, keys: list[str] | None, labels: list[str]) -> Hit | None:
         """The query's own 2-deletions can only meet the index when it is 8+ long; shorter queries probe
-        their 1-deletions. The 2-deletions are consumed lazily: the probe stops at the first hit."""
-        index, longest = table
+        their 1-deletions. The 2-deletions are consumed lazily: the probe stops at the first hit. The
+        compiled prefilter answers "no" for most labels without building a string per deletion."""
+        index, longest, prefilter = table
         if not TWO_EDIT_LENGTH - 2 <= len(label) <= longest + 2:
             return None
+        if prefilter is not None and label.isascii() and not prefilter.any_deletions(
+                label, 2 if len(label) >= TWO_EDIT_LENGTH else 1):
+            return None
+        if keys is None:
+            keys = deletions1(label)
         present = index.keys()
         if len(label) < TWO_EDIT_LENGTH:
             if present.isdisjoint(keys):
