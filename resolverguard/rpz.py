@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -740,12 +740,6 @@ def load_zone_dir(directory: str | Path) -> list[RpzZone]:
     return [load_rpz(path) for path in sorted(directory.glob("*.rpz"), key=lambda p: p.name)]
 
 
-def iter_rules(table: PolicyTable) -> Iterator[RpzHit]:
-    """Every rule of every zone, in precedence order."""
-    for zone in table.zones:
-        yield from zone.rules
-
-
 __all__ = [
     "ACTIONS",
     "TRIGGERS",
@@ -753,7 +747,6 @@ __all__ = [
     "RpzHit",
     "RpzZone",
     "encode_client_ip",
-    "iter_rules",
     "load_rpz",
     "load_rpz_text",
     "load_zone_dir",
