@@ -18,6 +18,7 @@ import dns.message
 import dns.rcode
 import pytest
 from fakes import free_port
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from resolverguard import __version__
@@ -263,9 +264,10 @@ def test_rate_limited_queries(upstream, start_guard, zones, tmp_path):
     upstream.on("army.mil", "A", "army.mil. 300 A 192.0.2.1")
     guard, url = start(start_guard, upstream, zones, "--config", str(config))
     assert guard.query("army.mil", "A").rcode() == dns.rcode.NOERROR
+    # the first query's metrics are recorded just after its reply: wait for them, then take the baseline
+    forwarded = key("resolverguard_request_duration_seconds_count", outcome="forwarded")
+    wait_until(lambda: scrape(url).get(forwarded, 0) >= 1, "the first query's metrics")
     probe = Probe(url)
-    time.sleep(0.2)  # the first query's metrics are recorded just after its reply
-    probe.last = scrape(url)
     assert guard.query("army.mil", "A").rcode() == dns.rcode.REFUSED
     probe.expect({**counted("ratelimited", "REFUSED"), key("resolverguard_ratelimited_total"): 1})
 
