@@ -55,8 +55,13 @@ class Action(StrEnum):
 
 TYPO_ACTIONS: tuple[Action, ...] = (Action.NXDOMAIN, Action.SINK, Action.REFUSED, Action.LOG_ONLY)
 RPZ_ACTIONS: tuple[Action, ...] = (
-    Action.NXDOMAIN, Action.NODATA, Action.DROP, Action.TCP_ONLY, Action.LOCAL_DATA, Action.PASSTHRU,
-)  # fmt: skip
+    Action.NXDOMAIN,
+    Action.NODATA,
+    Action.DROP,
+    Action.TCP_ONLY,
+    Action.LOCAL_DATA,
+    Action.PASSTHRU,
+)
 RATELIMIT_ACTIONS: tuple[Action, ...] = (Action.REFUSED, Action.DROP)
 
 
@@ -104,8 +109,13 @@ class Rcode(StrEnum):
 
 
 RCODE_NAMES: Mapping[int, Rcode] = {
-    0: Rcode.NOERROR, 1: Rcode.FORMERR, 2: Rcode.SERVFAIL, 3: Rcode.NXDOMAIN, 4: Rcode.NOTIMP, 5: Rcode.REFUSED,
-}  # fmt: skip
+    0: Rcode.NOERROR,
+    1: Rcode.FORMERR,
+    2: Rcode.SERVFAIL,
+    3: Rcode.NXDOMAIN,
+    4: Rcode.NOTIMP,
+    5: Rcode.REFUSED,
+}
 
 
 def rcode_name(rcode: int) -> Rcode:
@@ -131,8 +141,18 @@ class Qtype(StrEnum):
 
 
 QTYPE_NUMBERS: Mapping[str, int] = {
-    Qtype.A: 1, Qtype.NS: 2, Qtype.CNAME: 5, Qtype.SOA: 6, Qtype.PTR: 12, Qtype.MX: 15, Qtype.TXT: 16,
-    Qtype.AAAA: 28, Qtype.SRV: 33, Qtype.SVCB: 64, Qtype.HTTPS: 65, Qtype.ANY: 255,
-}  # fmt: skip
+    Qtype.A: 1,
+    Qtype.NS: 2,
+    Qtype.CNAME: 5,
+    Qtype.SOA: 6,
+    Qtype.PTR: 12,
+    Qtype.MX: 15,
+    Qtype.TXT: 16,
+    Qtype.AAAA: 28,
+    Qtype.SRV: 33,
+    Qtype.SVCB: 64,
+    Qtype.HTTPS: 65,
+    Qtype.ANY: 255,
+}
 QTYPES: Mapping[int, Qtype] = {number: Qtype(name) for name, number in QTYPE_NUMBERS.items()}
 OTHER_QTYPE = "other"

@@ -102,7 +102,7 @@ def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
         ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         if host != "localhost":
-            raise ConfigError(f"bad address {text!r}: expected an IP address, e.g. 127.0.0.1:8053 or [::1]:8053")
+            raise ConfigError(f"bad address {text!r}: expected an IP address, e.g. 127.0.0.1:8053 or [::1]:8053") from None
     if host == "localhost":
         host = "127.0.0.1"
     try:

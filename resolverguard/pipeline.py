@@ -79,8 +79,15 @@ class RateLimit:
 
     name = "ratelimit"
 
-    def __init__(self, qps: float, burst: float, exempt: Sequence[str], action: str, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        qps: float,
+        burst: float,
+        exempt: Sequence[str],
+        action: str,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.qps, self.burst = qps, max(burst, qps)
         self.exempt = Access(exempt)
         self.drop = action == Action.DROP
@@ -234,14 +241,18 @@ class Pipeline:
         return None
 
 
-def build_pipeline(config, current_policy: Callable[[], Policy], cache: Cache, pool: UpstreamPool,
-                   metrics: Metrics) -> Pipeline:  # fmt: skip
+def build_pipeline(
+    config, current_policy: Callable[[], Policy], cache: Cache, pool: UpstreamPool, metrics: Metrics
+) -> Pipeline:
     """The stage order, fixed here and nowhere else."""
     sink = answers.Sink(config.sink_ipv4, config.sink_ipv6 or None, config.sink_mail_host, config.sink_ttl)
     stages: list[Stage] = [Access(config.allow_clients)]  # not an open resolver: outsiders get REFUSED
     if config.ratelimit_qps > 0:  # before any work is spent on a flooding client
-        stages.append(RateLimit(config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt,
-                                config.ratelimit_action, metrics))  # fmt: skip
+        stages.append(
+            RateLimit(
+                config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt, config.ratelimit_action, metrics
+            )
+        )
     stages.append(Sanity())  # ANY and transfers never reach policy or upstreams
     stages.append(PolicyStage(current_policy, sink, metrics))  # overrides win, then the typo detector
     stages.append(CacheStage(cache, metrics))  # only what policy lets through is served from cache

@@ -97,7 +97,7 @@ class UpstreamPool:
             started = self.clock()
             try:
                 reply = await asyncio.wait_for(self._exchange(upstream, query), min(self.timeout, remaining))
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
                 last = UpstreamTimeout(upstream.name)
                 self._failed(upstream, "timeout", started)
                 continue

@@ -64,8 +64,9 @@ class _Builder:
         log.warning("rpz rule skipped zone=%s problem=%s", self.zone_name, message)
 
 
-def index_zone(zone: dns.zone.Zone, origin: dns.name.Name, path: str, name: str, scan: Scan,
-           fast: Sequence[RpzHit] = ()) -> RpzZone:  # fmt: skip
+def index_zone(
+    zone: dns.zone.Zone, origin: dns.name.Name, path: str, name: str, scan: Scan, fast: Sequence[RpzHit] = ()
+) -> RpzZone:
     b = _Builder(name, origin, path, scan)
     for hit in fast:
         if hit.owner[:2] == "*.":
@@ -106,7 +107,11 @@ def index_zone(zone: dns.zone.Zone, origin: dns.name.Name, path: str, name: str,
     )
     log.info(
         "rpz zone loaded zone=%s origin=%s rules=%d warnings=%d serial=%s",
-        name, origin, rpz.rule_count, len(b.warnings), serial,
+        name,
+        origin,
+        rpz.rule_count,
+        len(b.warnings),
+        serial,
     )
     return rpz
 

@@ -42,8 +42,7 @@ class FastSplit:
             return False
         owners = {hit.owner for hit in self.hits}
         return not any(
-            owner.is_subdomain(origin) and owner.relativize(origin).to_text().lower() in owners
-            for owner in scan.owners
+            owner.is_subdomain(origin) and owner.relativize(origin).to_text().lower() in owners for owner in scan.owners
         )
 
 

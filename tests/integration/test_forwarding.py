@@ -14,7 +14,6 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-
 from fakes import FakeUpstream
 from polling import wait_until
 
@@ -262,8 +261,9 @@ def test_sigterm_finishes_in_flight_queries_and_exits_zero(upstream, start_guard
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path, argv, expected):
-    out = subprocess.run([sys.executable, "-m", "resolverguard", *argv], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "resolverguard", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=30
+    )
     assert out.returncode == 2
     assert expected in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
@@ -274,14 +274,19 @@ def test_user_errors_are_one_line_exit_2(tmp_path, argv, expected):
     [
         ("timeout = 1.0\nlisten = [\n", "guard.toml:2"),
         ("timeout = 1.0\nfrobnicate = 3\n", "guard.toml:2: unknown key 'frobnicate'"),
-        ("\n\ntimeout = \"soon\"\n", "guard.toml:3: timeout: expected a number"),
+        ('\n\ntimeout = "soon"\n', "guard.toml:3: timeout: expected a number"),
         ('[typo]\naction = "explode"\n', "guard.toml:2: typo_action"),
     ],
 )
 def test_invalid_config_names_file_and_line(tmp_path, text, expected):
     cfg = _config(tmp_path, text)
-    out = subprocess.run([sys.executable, "-m", "resolverguard", "serve", "--config", cfg], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "resolverguard", "serve", "--config", cfg],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

@@ -74,7 +74,7 @@ def test_sink_without_a_record_for_the_type_is_nodata():
 
 
 def test_local_data_is_renamed_to_the_query_and_filtered_by_type():
-    hit = table("mail.army.ml A 192.0.2.9\nmail.army.ml TXT \"kept\"\n").lookup("mail.army.ml")
+    hit = table('mail.army.ml A 192.0.2.9\nmail.army.ml TXT "kept"\n').lookup("mail.army.ml")
     local = Decision(Action.LOCAL_DATA, Verdict.BLOCKED_OVERRIDE, rpz=hit)
     assert texts(rendered(local).answer) == ["mail.army.ml. A 192.0.2.9"]
     empty = rendered(local, query("mail.army.ml", "MX"))

@@ -28,31 +28,38 @@ def test_defaults_without_a_file():
 
 
 def test_tables_map_to_settings_and_command_line_wins(tmp_path):
-    cfg = load(tmp_path, 'upstreams = ["127.0.0.1:5300"]\nworkers = 2\n[typo]\naction = "sink"\n'
-               'qtypes = ["A", "SVCB"]\n[sink]\nipv4 = "192.0.2.53"\n[ratelimit]\nqps = 5\n',
-               workers=3, listen=None)
+    cfg = load(
+        tmp_path,
+        'upstreams = ["127.0.0.1:5300"]\nworkers = 2\n[typo]\naction = "sink"\n'
+        'qtypes = ["A", "SVCB"]\n[sink]\nipv4 = "192.0.2.53"\n[ratelimit]\nqps = 5\n',
+        workers=3,
+        listen=None,
+    )
     assert cfg.upstreams == (Endpoint("127.0.0.1", 5300),)
     assert (cfg.workers, cfg.typo_action, cfg.sink_ipv4, cfg.ratelimit_qps) == (3, "sink", "192.0.2.53", 5.0)
     assert cfg.typo_qtypes == ("A", "SVCB") and QTYPE_NUMBERS["SVCB"] == 64
 
 
-@pytest.mark.parametrize(("text", "line", "words"), [
-    ('workers = 1\nbogus = 2\n', 2, "bogus"),
-    ('[typo]\nnope = 1\n', 2, "typo.nope"),
-    ('[typo]\naction = "explode"\n', 2, "explode"),
-    ('[typo.domains]\n"army.mil" = "explode"\n', None, "explode"),  # None: the line is not checked
-    ('[typo.classes]\ntld_typo = "maybe"\n', None, "maybe"),
-    ('[typo]\nqtypes = ["A", "BOGUS"]\n', 2, "BOGUS"),
-    ('[ratelimit]\naction = "tarpit"\n', 2, "tarpit"),
-    ('allow_clients = ["10.0.0.0/33"]\n', 1, "10.0.0.0/33"),
-    ('[sink]\nipv4 = "not-an-ip"\n', 2, "not-an-ip"),
-    ('timeout = 0\n', 1, "positive"),
-    ('workers = 0\n', 1, "at least 1"),
-    ('workers = "two"\n', 1, "number"),
-    ('listen = ["127.0.0.1:99999"]\n', 1, "port"),
-    ('upstreams = ["dns.example"]\n', 1, "dns.example"),
-    ('workers = = 1\n', 1, ""),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("workers = 1\nbogus = 2\n", 2, "bogus"),
+        ("[typo]\nnope = 1\n", 2, "typo.nope"),
+        ('[typo]\naction = "explode"\n', 2, "explode"),
+        ('[typo.domains]\n"army.mil" = "explode"\n', None, "explode"),  # None: the line is not checked
+        ('[typo.classes]\ntld_typo = "maybe"\n', None, "maybe"),
+        ('[typo]\nqtypes = ["A", "BOGUS"]\n', 2, "BOGUS"),
+        ('[ratelimit]\naction = "tarpit"\n', 2, "tarpit"),
+        ('allow_clients = ["10.0.0.0/33"]\n', 1, "10.0.0.0/33"),
+        ('[sink]\nipv4 = "not-an-ip"\n', 2, "not-an-ip"),
+        ("timeout = 0\n", 1, "positive"),
+        ("workers = 0\n", 1, "at least 1"),
+        ('workers = "two"\n', 1, "number"),
+        ('listen = ["127.0.0.1:99999"]\n', 1, "port"),
+        ('upstreams = ["dns.example"]\n', 1, "dns.example"),
+        ("workers = = 1\n", 1, ""),
+    ],
+)
 def test_mistakes_name_file_line_and_the_bad_value(tmp_path, text, line, words):
     message = error(tmp_path, text)
     where = f"{tmp_path / 'guard.toml'}:" + (f"{line}:" if line is not None else "")

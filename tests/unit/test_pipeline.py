@@ -117,8 +117,16 @@ def test_policy_stage_blocks_counts_and_remembers_per_question():
 def test_policy_stage_log_only_and_passthru_forward_but_are_counted():
     stage, metrics, _ = policy_stage("gmial.com CNAME rpz-passthru.\n", typo_action=Action.LOG_ONLY)
     assert stage.handle(query("army.ml")) is None
-    assert value(metrics, "resolverguard_typo_would_block_total", protected_domain="army.mil",
-                 typo_class="tld_typo", qtype="A") == 1
+    assert (
+        value(
+            metrics,
+            "resolverguard_typo_would_block_total",
+            protected_domain="army.mil",
+            typo_class="tld_typo",
+            qtype="A",
+        )
+        == 1
+    )
     assert stage.handle(query("gmial.com")) is None
     assert value(metrics, "resolverguard_rpz_hits_total", zone="overrides", action="passthru") == 1
 
@@ -183,8 +191,13 @@ def test_build_pipeline_fixes_the_stage_order():
     args = (lambda: p, Cache(), Pool(), Metrics())
     assert [s.name for s in build_pipeline(cfg, *args).stages] == ["access", "sanity", "policy", "cache"]
     limited = replace(cfg, ratelimit_qps=10.0)
-    assert [s.name for s in build_pipeline(limited, *args).stages] == ["access", "ratelimit", "sanity", "policy",
-                                                                        "cache"]
+    assert [s.name for s in build_pipeline(limited, *args).stages] == [
+        "access",
+        "ratelimit",
+        "sanity",
+        "policy",
+        "cache",
+    ]
     pipeline = build_pipeline(cfg, *args)
     assert pipeline.answer_now(query("army.ml")).outcome is Outcome.BLOCKED_TYPO
     assert pipeline.answer_now(query("example.org")) is None  # to the forwarder

@@ -35,8 +35,11 @@ def test_typo_detector_only_for_configured_qtypes():
 
 
 def test_log_only_forwards_but_says_so():
-    for p in (policy(typo_action=Action.LOG_ONLY), policy(domain_actions={"army.mil": "log-only"}),
-              policy(class_policy={"tld_typo": "log-only"})):
+    for p in (
+        policy(typo_action=Action.LOG_ONLY),
+        policy(domain_actions={"army.mil": "log-only"}),
+        policy(class_policy={"tld_typo": "log-only"}),
+    ):
         d = p.decide("army.ml", A, None)
         assert (d.action, d.outcome) == (Action.FORWARD, Verdict.LOGGED_TYPO) and d.typo is not None
 

@@ -63,4 +63,3 @@ def test_first_matching_reply_wins_and_every_rejected_one_is_reported():
     got, spoofs = asyncio.run(exchange(sends))
     assert dns.message.from_wire(got).id == 4242
     assert spoofs == ["wrong_source", "mismatch", "mismatch", "mismatch", "mismatch"]
-
