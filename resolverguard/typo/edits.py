@@ -3,9 +3,9 @@ hyphenation, bitsquatting and plural, through a symmetric deletion index per suf
 
 from __future__ import annotations
 
-from resolverguard.typo.classify import KEYBOARD, VOWELS, classify_edit
 from resolverguard.typo import family
-from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, deletions1, ids
+from resolverguard.typo.classify import KEYBOARD, VOWELS, classify_edit
+from resolverguard.typo.family import Hit, LabelFamily, add_id, deletions1, ids
 from resolverguard.typo.match import TYPO_CLASSES
 
 _CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}

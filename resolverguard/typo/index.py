@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
-from itertools import combinations
 
 from rapidfuzz.distance import Levenshtein
 

@@ -5,31 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from resolverguard.codes import TypoClass
 from resolverguard.errors import ConfigError
 
-# Fixed order; the names are Prometheus label values and config keys.
-TYPO_CLASSES: tuple[str, ...] = (
-    "omission",       # gmil.com
-    "insertion",      # gmaiql.com (a keyboard neighbour inserted inside the label)
-    "addition",       # gmaila.com (a character appended to the label)
-    "repetition",     # gmaail.com
-    "transposition",  # gmial.com
-    "replacement",    # gnail.com (keyboard neighbour or any other character)
-    "vowel_swap",     # gmeil.com
-    "hyphenation",    # g-mail.com
-    "bitsquatting",   # gmaml.com (one bit flipped)
-    "plural",         # gmaiels.com, armys.mil
-    "homoglyph",      # rnicrosoft.com, g00gle.com (ASCII look-alikes)
-    "idn_homoglyph",  # xn--pypal-4ve.com (Unicode confusables, punycode decoded)
-    "dot_omission",   # armymil.com, gmailcom.com, modgov.uk
-    "dot_insertion",  # ar.my.mil, g.mail.com
-    "tld_typo",       # army.ml, army.il, gmail.co, mod.gov.ua, mod.uk
-    "tld_swap",       # gmail.xyz
-    "combo",          # army-mil.com, army.mil.com
-    "dictionary",     # gmail-login.com, armyportal.com
-    "numeral",        # office3six5.com, officethreesixfive.com (numbers as words or digits)
-    "two_edits",      # raythneo.com, lockheedmatrin.com (two edits, Damerau-Levenshtein, labels of 8+)
-)
+TYPO_CLASSES: tuple[str, ...] = tuple(TypoClass)  # fixed order (rank); label values and config keys
 POLICIES = ("block", "log-only")
 # Dictionary combinations are mostly brand abuse rather than typing mistakes, and they hit legitimate
 # names far more often (armytimes.com): log them, do not block, by default. A swapped TLD in a mail

@@ -9,7 +9,7 @@ from itertools import combinations
 from rapidfuzz.distance import DamerauLevenshtein
 
 from resolverguard.typo import family
-from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, deletions1, ids
+from resolverguard.typo.family import Hit, LabelFamily, add_id, deletions1, ids
 
 TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget; shorter ones one edit (docs/typo.md)
 
