@@ -25,7 +25,6 @@ from .typo import TypoMatch
 
 log = logging.getLogger(__name__)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO: ours are the events
-MODES = ("reject", "defer")
 _CODES = {"reject": (550, "5.1.2"), "defer": (450, "4.1.2")}  # 5.1.2: bad destination system address
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-
 from fakes import FakeUpstream
 from realprog import in_ci, require_program
 

@@ -13,9 +13,8 @@ import re
 import signal
 import subprocess
 
-import pytest
-
 import fakes
+import pytest
 from mailnet import SINK, MailNet, guard_config, poll, unfolded
 from realprog import require_program
 

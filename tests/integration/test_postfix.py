@@ -11,11 +11,9 @@ import os
 import shutil
 import signal
 import subprocess
-from pathlib import Path
-
-import pytest
 
 import fakes
+import pytest
 from mailnet import GUARD_DNS, SINK, MailNet, guard_config, poll, unfolded
 from realprog import require_program
 

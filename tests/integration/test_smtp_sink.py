@@ -12,7 +12,6 @@ import urllib.request
 
 import dns.rdatatype
 import pytest
-
 from fakes import GUARD_CMD, free_port
 
 SUGGESTION = "Did you mean <user@army.mil>?"
