@@ -7,12 +7,12 @@ import signal
 import smtplib
 import socket
 import subprocess
-import time
 import urllib.request
 
 import dns.rdatatype
 import pytest
 from fakes import GUARD_CMD, free_port
+from mailnet import poll
 
 SUGGESTION = "Did you mean <user@army.mil>?"
 
@@ -57,15 +57,6 @@ def events(tmp_path) -> list[dict]:
     path = tmp_path / "events.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return [e for e in map(json.loads, lines) if e.get("event") == "sink_rejection"]
-
-
-def poll(check, what: str, deadline: float = 20.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_typo_recipient_is_refused_with_the_suggestion_and_logged(sink, tmp_path):
