@@ -44,13 +44,12 @@ class Server:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for _ in range(20):
             udp, _proto = await loop.create_datagram_endpoint(
-                lambda: UdpListener(self), local_addr=(host, port), family=family, reuse_port=reuse_port or None
+                lambda: UdpListener(self), sock=_bound(family, socket.SOCK_DGRAM, host, port, reuse_port)
             )
             bound = udp.get_extra_info("sockname")[1]
             try:
-                tcp = await loop.create_server(
-                    lambda: TcpConnection(self), host, bound, family=family, reuse_port=reuse_port or None, backlog=1024
-                )
+                tcp_sock = _bound(family, socket.SOCK_STREAM, host, bound, reuse_port)
+                tcp = await loop.create_server(lambda: TcpConnection(self), sock=tcp_sock, backlog=1024)
             except OSError:
                 udp.close()
                 if port:
@@ -130,6 +129,24 @@ class Server:
             reply = wire.fit_udp(reply, query)
         send(reply)  # exactly once per message received; None: nothing goes out
         self.metrics.response(answer.outcome, reply, time.perf_counter() - started)
+
+
+def _bound(family: int, kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A socket bound to host:port; IPv6 ones IPV6_V6ONLY, so [::]:53 and 0.0.0.0:53 can both be bound."""
+    addr = socket.getaddrinfo(host, port, family, kind, 0, socket.AI_NUMERICHOST)[0][4]
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class UdpListener(asyncio.DatagramProtocol):
