@@ -17,6 +17,7 @@ from .config import DEFAULT_LISTEN, Config, load_config
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
+DEFAULT_CONFIG = "/etc/resolverguard/guard.toml"  # read when present and no --config is given
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,8 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", "-c", metavar="FILE", help="TOML config file")
-        sp.add_argument("--zones", dest="zones_dir", metavar="DIR", help="zone and list directory (default: zones)")
+        sp.add_argument("--config", "-c", metavar="FILE", help=f"TOML config file (default: {DEFAULT_CONFIG} if present)")
+        sp.add_argument("--zones", dest="zones_dir", metavar="DIR",
+                        help="zone and list directory (default: zones, next to the config file)")  # fmt: skip
+        sp.add_argument("--allow-empty", dest="allow_empty", action="store_true",
+                        help="run even when no domain is protected (otherwise exit 2)")  # fmt: skip
         sp.add_argument("--protect", action="append", default=[], metavar="DOMAIN", help="protected domain (repeat)")
         sp.add_argument("--allow", action="append", default=[], metavar="DOMAIN", help="never block (repeat)")
 
@@ -57,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("domain")
     n.add_argument("--json", action="store_true")
 
-    lint = sub.add_parser("lint", help="check config, lists and zones; exit 1 on any error")
+    lint = sub.add_parser("lint", help="check config, lists and zones; exit 2 on any error")
     common(lint)
 
     e = sub.add_parser("export-rpz", help="write the effective policy as one RPZ zone")
@@ -66,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_CONFIG_KEYS = ("listen", "upstreams", "metrics", "workers", "log_level", "events", "zones_dir", "protect", "allow")
+_CONFIG_KEYS = ("listen", "upstreams", "metrics", "workers", "log_level", "events", "zones_dir", "protect", "allow",
+               "allow_empty")  # fmt: skip
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -75,7 +80,13 @@ def _config(args: argparse.Namespace) -> Config:
         overrides["protect"] = tuple(overrides["protect"])
     if overrides.get("allow"):
         overrides["allow"] = tuple(overrides["allow"])
-    return load_config(getattr(args, "config", None), overrides)
+    return load_config(_config_path(args), overrides)
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    if not hasattr(args, "config"):
+        return None
+    return args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,11 +158,7 @@ def neighbours(cfg: Config, args: argparse.Namespace) -> int:
 def lint(cfg: Config, args: argparse.Namespace) -> int:
     from .reload import load_policy, policy_files
 
-    try:
-        policy = load_policy(cfg)
-    except ConfigError as exc:
-        print(f"resolverguard: error: {exc}", file=sys.stderr)
-        return 1
+    policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
     files = policy_files(cfg)
     for zone in policy.table.zones:
         for warning in getattr(zone, "warnings", ()):
@@ -231,7 +238,7 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
 
     metrics = metrics_mod.Metrics()
     overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if hasattr(args, k)}
-    holder = PolicyHolder(cfg, metrics, reread_config(cfg.config_path, overrides))
+    holder = PolicyHolder(cfg, metrics, reread_config(cfg.config_path, overrides))  # fmt: skip
     upstreams = [Upstream(e.host, e.port) for e in cfg.upstreams] or from_resolv_conf()
     if not upstreams:
         raise ConfigError("no upstream: give --upstream or list nameservers in /etc/resolv.conf")

@@ -38,7 +38,8 @@ class Config:
     randomize_case: bool = False  # 0x20 case randomisation of upstream queries
     workers: int = 1
     metrics: Endpoint | None = None
-    zones_dir: str = "zones"
+    zones_dir: str = "zones"  # relative to the config file's directory (to the current one without a file)
+    allow_empty: bool = False  # start (and reload) even when no domain is protected
     protect: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
     typo_action: str = "nxdomain"
@@ -86,7 +87,7 @@ _TABLES = {
     "export": {"origin": "export_origin", "clients": "export_clients"},
 }  # fmt: skip
 _TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
-        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight"}  # fmt: skip
+        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight", "allow_empty"}  # fmt: skip
 
 
 def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
@@ -149,8 +150,10 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
                 values[key] = value
             else:
                 raise ConfigError(f"{path}:{_line_of(text, key) or '?'}: unknown key {key!r}")
+    if path and not Path(values.get("zones_dir", "zones")).is_absolute():  # the file's zones/ wherever we run
+        values["zones_dir"] = str(Path(path).parent / values.get("zones_dir", "zones"))
     for key, value in (overrides or {}).items():
-        if value not in (None, [], ()):
+        if value not in (None, [], (), False):
             values[key] = value
     try:
         return _build(values, path)

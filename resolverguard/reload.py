@@ -27,10 +27,23 @@ def policy_files(cfg: Config) -> dict[str, list[Path]]:
     return {kind: sorted(root.glob(f"*.{kind}")) for kind in ("rpz", "protect", "allow")}
 
 
+def _check_zones_dir(cfg: Config) -> None:
+    """A zones_dir that is missing or unreadable is an error, not an empty policy."""
+    if not cfg.zones_dir:
+        return
+    where = f"zones_dir {cfg.zones_dir}"
+    try:
+        os.listdir(cfg.zones_dir)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such directory (relative to the config file, or to the current "
+                          "directory without one; give --zones or --config)") from None  # fmt: skip
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+
+
 def load_policy(cfg: Config, generation: int = 0) -> Policy:
     """Parse and validate everything that decides; raises ConfigError (naming file and line) on any error."""
-    if cfg.zones_dir and not Path(cfg.zones_dir).is_dir():
-        log.warning("zones directory missing zones_dir=%s", cfg.zones_dir)
+    _check_zones_dir(cfg)
     files = policy_files(cfg)
     protect = list(cfg.protect)
     allow = list(cfg.allow)
@@ -48,6 +61,9 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
                                 tld_second_level=cfg.tld_second_level or None)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"{cfg.config_path or 'config'}: {exc}") from None
+    if not guard.protected and not cfg.allow_empty:
+        raise ConfigError(f"nothing to protect: no domain in {Path(cfg.zones_dir) / '*.protect'}, protect or "
+                          "--protect; give --allow-empty (or allow_empty = true) to run without protection")  # fmt: skip
     return Policy(
         table=PolicyTable(zones),
         guard=guard,

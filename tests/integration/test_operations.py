@@ -113,3 +113,57 @@ def test_the_units_exact_exec_start_serves_ipv4_and_ipv6_on_one_port(tmp_path):
 
 def guard_output(p: Process) -> str:
     return "".join(p.lines)
+
+
+# ---------------------------------------------------------------- 2. a guard that protects nothing does not start
+
+
+def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*GUARD_CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def one_line_exit_2(done: subprocess.CompletedProcess, *expected: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\d .* level=INFO ", line)]
+    assert len(errors) == 1 and errors[0].startswith("resolverguard: error: "), done.stderr  # start-up INFO aside
+    for text in expected:
+        assert text in errors[0], done.stderr
+
+
+def test_serve_without_protected_domains_exits_2_unless_allowed_empty(tmp_path):
+    (tmp_path / "zones").mkdir()
+    serve = ("serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--events", "")
+    one_line_exit_2(run(*serve, "--zones", "zones", cwd=tmp_path), "nothing to protect", "--allow-empty")
+    one_line_exit_2(run(*serve, "--zones", "missing", cwd=tmp_path), "zones_dir missing: no such directory")
+    one_line_exit_2(run("check", "army.ml", cwd=tmp_path / "zones"), "zones_dir zones: no such directory")
+    one_line_exit_2(run("lint", "--zones", "zones", cwd=tmp_path), "nothing to protect")
+    guard = Process([*GUARD_CMD, *serve, "--zones", "zones", "--allow-empty"], cwd=tmp_path)
+    try:
+        guard.wait_for("started version")
+    finally:
+        assert guard.stop() == 0
+
+
+def test_zones_dir_is_relative_to_the_config_file(tmp_path):
+    etc = etc_tree(tmp_path, 'upstreams = ["127.0.0.1:9"]\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lint = run("lint", "--config", str(etc / "guard.toml"), cwd=elsewhere)
+    assert lint.returncode == 0, lint.stderr
+    assert re.search(r"ok: .* [1-9]\d* protected domains", lint.stdout), lint.stdout
+    check = run("check", "--config", str(etc / "guard.toml"), "army.ml", cwd=elsewhere)
+    assert check.returncode == 1 and "blocked" in check.stdout, check.stdout + check.stderr
+    (etc / "guard.toml").write_text('zones_dir = "policy"\n')
+    one_line_exit_2(run("lint", "--config", str(etc / "guard.toml"), cwd=elsewhere), f"zones_dir {etc / 'policy'}")
+
+
+def test_default_config_path_is_read_when_present(tmp_path, monkeypatch, capsys):
+    from resolverguard import cli
+
+    etc = etc_tree(tmp_path, 'protect = ["example-protected.org"]\n')
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(etc / "guard.toml"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", "exmaple-protected.org"]) == 1  # protected by the default file only
+    assert "blocked" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
+    assert cli.main(["check", "--zones", str(etc / "zones"), "exmaple-protected.org"]) == 0
