@@ -156,13 +156,15 @@ def neighbours(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def lint(cfg: Config, args: argparse.Namespace) -> int:
-    from .reload import load_policy, policy_files
+    from .reload import load_policy, policy_files, policy_warnings
 
     policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
     files = policy_files(cfg)
     for zone in policy.table.zones:
         for warning in getattr(zone, "warnings", ()):
             print(f"warning: {warning}")
+    for warning in policy_warnings(cfg, policy.guard):
+        print(f"warning: {warning}")
     print(f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
           f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains")  # fmt: skip
     return 0

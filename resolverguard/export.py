@@ -228,7 +228,7 @@ def _blocks(policy: Policy, name: str) -> bool:
     return (
         match is not None
         and match.blocks
-        and policy.domain_actions.get(match.protected, policy.typo_action) != "log-only"
+        and policy.action_for(match) != "log-only"
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import config as config_mod
+from . import names
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
 from .metrics import QTYPES, Metrics
@@ -52,15 +53,20 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
     for path in files["allow"]:
         allow += load_domain_list(path)
     zones = load_zone_dir(cfg.zones_dir) if files["rpz"] else []
-    unknown = set(cfg.typo_classes) - set(TYPO_CLASSES)
-    if unknown:
-        raise ConfigError(f"{cfg.config_path or 'config'}: unknown typo class {sorted(unknown)[0]!r}; known: "
-                          + ", ".join(TYPO_CLASSES))  # fmt: skip
     try:
         guard = TypoGuard.build(protect, allow, class_policy=cfg.typo_classes,
                                 tld_second_level=cfg.tld_second_level or None)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"{cfg.config_path or 'config'}: {exc}") from None
+    for name in cfg.domain_actions:  # an action for a name nothing protects would silently do nothing
+        if not any(p in guard.protected for p in names.parents(name)):
+            raise ConfigError(f"{cfg.where('domain_actions')}: {name} is not a protected domain (nor under a "
+                              "protected entry such as mil)")  # fmt: skip
+    for name in cfg.tld_second_level:
+        if name not in guard.protected:
+            raise ConfigError(f"{cfg.where('tld_second_level')}: {name} is not a protected entry")
+    for warning in policy_warnings(cfg, guard):
+        log.warning("%s", warning)
     if not guard.protected and not cfg.allow_empty:
         raise ConfigError(f"nothing to protect: no domain in {Path(cfg.zones_dir) / '*.protect'}, protect or "
                           "--protect; give --allow-empty (or allow_empty = true) to run without protection")  # fmt: skip
@@ -72,6 +78,17 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
         typo_qtypes=frozenset(QTYPE_NUMBERS[t.upper()] for t in cfg.typo_qtypes),
         generation=generation,
     )
+
+
+def policy_warnings(cfg: Config, guard: TypoGuard) -> list[str]:
+    """What loads but is probably a mistake: a bare public suffix entry that blocks nothing."""
+    out = []
+    for entry in sorted(guard.protected):
+        if names.is_public_suffix(entry) and entry != "mil" and not cfg.tld_second_level.get(entry):
+            out.append(f"protected entry {entry} is a public suffix with no known second-level names: it "
+                       f"blocks nothing; protect registrable domains (example.{entry}) or list names in "
+                       "[typo] second_level")  # fmt: skip
+    return out
 
 
 class PolicyHolder:
