@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Any
@@ -95,14 +97,27 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.command == "serve":
             return serve(cfg, args)
-        return {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
+        code = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
             cfg, args
         )
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except ResolverGuardError as exc:
         sys.stderr.write(f"resolverguard: error: {exc}\n")
         return 2
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted; exit as a tool killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         return 130
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError as the operator needs it: the cause, and what usually fixes it."""
+    hints = {errno.EADDRINUSE: "port in use (another DNS server, or another resolverguard, listens there)",
+             errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)",
+             errno.EADDRNOTAVAIL: "not an address of this host"}  # fmt: skip
+    return hints.get(exc.errno) or exc.strerror or str(exc)
 
 
 def check(cfg: Config, args: argparse.Namespace) -> int:
@@ -117,6 +132,8 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         name = names_mod.query_text(args.name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if not name or re.search(r"[\s/:@]", args.name):  # the root, a URL, an address, words: not a domain name
+        raise ConfigError(f"not a domain name: {args.name!r} (no spaces, '/', ':' or '@'; not the root)")
     policy = load_policy(cfg)
     decision = policy.decide(name, qtype, None)
     blocked = decision.action != "forward"
@@ -183,14 +200,20 @@ def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
 
     serials = None
     if args.output and os.path.exists(args.output):  # continue its serial: grows on change, same otherwise
-        with open(args.output, encoding="utf-8", errors="replace") as fh:
-            serials = SerialStore.resume(fh.read())
+        try:
+            with open(args.output, encoding="utf-8", errors="replace") as fh:
+                serials = SerialStore.resume(fh.read())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.output}: {exc.strerror or exc}") from None
     text = render_policy(policy, origin=cfg.export_origin, serials=serials, progress=progress)
     if args.output:
         tmp = f"{args.output}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)  # a secondary never reads half a zone
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, args.output)  # a secondary never reads half a zone
+        except OSError as exc:
+            raise ConfigError(f"cannot write {exc.filename or args.output}: {exc.strerror or exc}") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -222,10 +245,7 @@ def _run(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    try:
-        return runner(_serve(cfg, args, reuse_port))
-    except OSError as exc:
-        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
+    return runner(_serve(cfg, args, reuse_port))
 
 
 async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
@@ -253,17 +273,23 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
     export = ZoneExport(cfg.export_origin, cfg.export_clients, holder.current) if cfg.export_clients else None
     server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout, tcp_max_connections=cfg.tcp_max_connections,
                     max_inflight=cfg.max_inflight, axfr=export.answer if export else None)  # fmt: skip
-    setup_events(cfg.events)
+    try:
+        setup_events(cfg.events)
+    except OSError as exc:
+        raise ConfigError(f"{cfg.where('events')}: cannot open the events file {cfg.events}: {os_reason(exc)}") from None
     for ep in cfg.listen:
         try:
             await server.listen(ep.host, ep.port, reuse_port=reuse_port)
         except OSError as exc:
             if str(ep) not in DEFAULT_LISTEN or ep.host == "127.0.0.1":
-                raise
+                raise ConfigError(f"cannot listen for DNS on {ep} (UDP and TCP): {os_reason(exc)}") from None
             log.warning("not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)", ep.host,
                         ep.port, exc.strerror or exc)  # fmt: skip
     if cfg.metrics:  # with --workers the supervisor serves /metrics for all of them
-        metrics_mod.serve(metrics.registry, cfg.metrics.host, cfg.metrics.port)
+        try:
+            metrics_mod.serve(metrics.registry, cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for /metrics on {cfg.metrics}: {os_reason(exc)}") from None
         log.info("metrics address=%s port=%d path=/metrics", cfg.metrics.host, cfg.metrics.port)
     log.info("started version=%s upstreams=%s zones_dir=%s", __version__, ",".join(u.name for u in upstreams),
              cfg.zones_dir)  # fmt: skip

@@ -167,3 +167,62 @@ def test_default_config_path_is_read_when_present(tmp_path, monkeypatch, capsys)
     assert "blocked" in capsys.readouterr().out
     monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
     assert cli.main(["check", "--zones", str(etc / "zones"), "exmaple-protected.org"]) == 0
+
+
+# ---------------------------------------------------------------- 4. every user error: one line, exit 2
+
+
+def zones_with(tmp_path: Path, protect: str = "army.mil\n") -> Path:
+    zones = tmp_path / "zones"
+    zones.mkdir(exist_ok=True)
+    (zones / "a.protect").write_text(protect)
+    return zones
+
+
+@pytest.mark.parametrize("name", ["http://gmail.com/", "a b", ".", "gmail.com/x", "user@gmail.com"])
+def test_check_refuses_what_is_not_a_domain_name(tmp_path, name):
+    zones_with(tmp_path)
+    one_line_exit_2(run("check", "--zones", "zones", "--", name, cwd=tmp_path), "not a domain name")
+
+
+def test_lint_and_export_errors_exit_2(tmp_path):
+    zones = zones_with(tmp_path)
+    (zones / "10-bad.rpz").write_text("$TTL 300\n@ SOA ns. host. 1 3600 600 86400 60\n@ NS ns.\nx CNAME\n")
+    one_line_exit_2(run("lint", "--zones", "zones", cwd=tmp_path), "10-bad.rpz:4")
+    (zones / "10-bad.rpz").unlink()
+    one_line_exit_2(run("export-rpz", "--zones", "zones", "-o", "/nonexistent/dir/x.rpz", cwd=tmp_path),
+                    "cannot write /nonexistent/dir/x.rpz.tmp: No such file or directory")  # fmt: skip
+
+
+def test_a_closed_pipe_is_no_traceback(tmp_path):
+    """`neighbours --json | head`: a reader that has gone. Its end of the pipe is closed before we write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([*GUARD_CMD, "neighbours", "--json", "gmail.com"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 128 + signal.SIGPIPE, done.stderr
+
+
+def test_start_up_errors_say_which_listener_and_why(tmp_path):
+    import socket
+
+    zones_with(tmp_path)
+    serve = ("serve", "--zones", "zones", "--upstream", "127.0.0.1:9", "--events", "")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        one_line_exit_2(run(*serve, "--listen", f"127.0.0.1:{port}", cwd=tmp_path),
+                        f"cannot listen for DNS on 127.0.0.1:{port} (UDP and TCP): port in use")  # fmt: skip
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_line_exit_2(run(*serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path),
+                        f"cannot listen for /metrics on 127.0.0.1:{port}: port in use")  # fmt: skip
+    one_line_exit_2(run("serve", "--zones", "zones", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0",
+                        "--events", str(tmp_path / "no" / "events.jsonl"), cwd=tmp_path),
+                    "cannot open the events file", "No such file or directory")  # fmt: skip
+    one_line_exit_2(run(*serve, "--listen", "::1:53", cwd=tmp_path), "ambiguous address '::1:53': write [::1]:53")
