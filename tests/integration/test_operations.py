@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import GUARD_CMD, ROOT
+from fakes import GUARD_CMD, ROOT, free_port
 from realprog import require_program
 
 UNIT = ROOT / "docs" / "resolverguard.service"
@@ -226,3 +226,24 @@ def test_start_up_errors_say_which_listener_and_why(tmp_path):
                         "--events", str(tmp_path / "no" / "events.jsonl"), cwd=tmp_path),
                     "cannot open the events file", "No such file or directory")  # fmt: skip
     one_line_exit_2(run(*serve, "--listen", "::1:53", cwd=tmp_path), "ambiguous address '::1:53': write [::1]:53")
+
+
+# ---------------------------------------------------------------- 5. an upstream that is the guard itself
+
+
+@pytest.mark.parametrize("listen, upstream", [("127.0.0.1:{p}", "127.0.0.1:{p}"), ("0.0.0.0:{p}", "127.0.0.1:{p}"),
+                                              ("[::]:{p}", "[::1]:{p}"), ("[::1]:{p}", "[::1]:{p}")])  # fmt: skip
+def test_an_upstream_that_is_our_own_listen_address_is_refused(tmp_path, listen, upstream):
+    zones_with(tmp_path)
+    port = free_port()
+    done = run("serve", "--zones", "zones", "--events", "", "--listen", listen.format(p=port), "--upstream",
+               upstream.format(p=port), cwd=tmp_path)  # fmt: skip
+    one_line_exit_2(done, f"upstream {upstream.format(p=port)} is this guard's own listen address", "forwarding loop")
+
+
+def test_other_upstreams_are_no_loop():
+    from resolverguard.cli import refuse_forwarding_loop
+    from resolverguard.config import parse_endpoint as ep
+
+    refuse_forwarding_loop([ep("0.0.0.0:53"), ep("[::]:53")], [ep("192.0.2.53:53"), ep("127.0.0.1:5353")])
+    refuse_forwarding_loop([ep("127.0.0.1:53")], [ep("127.0.0.2:53"), ep("[::1]:53")])
