@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -22,7 +22,6 @@ UPSTREAM_RESULTS = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NO
 UPSTREAM_ERRORS = ("timeout", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
 RPZ_ACTIONS = ("nxdomain", "nodata", "drop", "tcp-only", "local-data", "passthru")
-DECLARE_DOMAINS_MAX = 50  # pre-declared typo series per protected domain: 18 classes x actions x 3 qtypes
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 _RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
@@ -111,22 +110,23 @@ class Metrics:
             (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*QTYPES.values(), "other")
         }
 
-    def declare_policy(self, protected: Iterable[str], typo_classes: Iterable[str], zones: Iterable[str],
-                       actions: Iterable[str] = ("nxdomain",), qtypes: Iterable[str] = ("A", "AAAA", "MX")) -> None:  # fmt: skip
-        """Create the series that depend on configuration, so dashboards show 0 rather than no data.
+    def declare_policy(self, entries: Mapping[str, Iterable[str]], class_policy: Mapping[str, str],
+                       zones: Iterable[str], qtypes: Iterable[str] = ("A", "AAAA", "MX")) -> None:  # fmt: skip
+        """Create every typo series a block can produce, so increase() alerts fire on the first one.
 
-        Per protected domain that is classes x actions x qtypes series; beyond DECLARE_DOMAINS_MAX domains
-        only the domain-independent series are created (the rest appear with their first block).
+        entries: protected entry as configured (mil, gmail.com) -> the actions its matches can get. Per
+        entry that is one series per typo class and typo qtype (54 with the defaults): a blocking class
+        counts in resolverguard_typo_blocks_total, a log-only class (or action) in ..._would_block_total.
         """
-        domains = list(protected)
-        classes, acts, types = tuple(typo_classes), tuple(actions), tuple(qtypes)
-        for domain in domains if len(domains) <= DECLARE_DOMAINS_MAX else ():
-            for cls in classes:
+        types = tuple(qtypes)
+        for entry, actions in entries.items():
+            for cls, mode in class_policy.items():
                 for qtype in types:
-                    self.typo_would_block.labels(domain, cls, qtype)
-                    for action in acts:
-                        if action != "log-only":
-                            self.typo_blocks.labels(domain, cls, action, qtype)
+                    for action in actions:
+                        if action == "log-only" or mode == "log-only":
+                            self.typo_would_block.labels(entry, cls, qtype)
+                        else:
+                            self.typo_blocks.labels(entry, cls, action, qtype)
         for zone in zones:
             self.rules.labels(zone)
             for action in RPZ_ACTIONS:

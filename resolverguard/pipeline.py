@@ -155,10 +155,10 @@ class PolicyStage:
         """The inc() of the counter child this decision counts on (the labels depend only on the key)."""
         qtype = QTYPES.get(query.qtype, "other")
         if decision.typo is not None:
-            m = decision.typo
+            m, entry = decision.typo, self.policy.entry_of(decision.typo)  # mil, not navy.mil: series pre-declared
             if decision.outcome == "logged_typo":
-                return self.metrics.typo_would_block.labels(m.protected, m.typo_class, qtype).inc
-            return self.metrics.typo_blocks.labels(m.protected, m.typo_class, decision.action, qtype).inc
+                return self.metrics.typo_would_block.labels(entry, m.typo_class, qtype).inc
+            return self.metrics.typo_blocks.labels(entry, m.typo_class, decision.action, qtype).inc
         if decision.rpz is not None:
             return self.metrics.rpz_hits.labels(decision.rpz.zone, decision.rpz.action).inc
         return None

@@ -15,7 +15,7 @@ from .errors import ConfigError
 from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
-from .typo import TYPO_CLASSES, TypoGuard, load_domain_list
+from .typo import TypoGuard, load_domain_list
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,16 @@ def policy_warnings(cfg: Config, guard: TypoGuard) -> list[str]:
     return out
 
 
+def entry_actions(policy: Policy) -> dict[str, set[str]]:
+    """Protected entry -> every action a match under it can get ([typo] domains may name names below mil)."""
+    out = {e: {policy.domain_actions.get(e) or policy.typo_action} for e in sorted(policy.guard.protected)}
+    for name, action in policy.domain_actions.items():
+        entry = next((p for p in names.parents(name) if p in out), None)
+        if entry is not None and entry != name:
+            out[entry].add(action)
+    return out
+
+
 class PolicyHolder:
     """Holds the policy in force; a reload replaces it in one assignment, or not at all."""
 
@@ -105,10 +115,8 @@ class PolicyHolder:
         return self.policy
 
     def _published(self, policy: Policy) -> None:
-        actions = {policy.typo_action, *policy.domain_actions.values()}
         qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
-        self.metrics.declare_policy(sorted(policy.guard.protected), TYPO_CLASSES, policy.table.rule_count,
-                                    sorted(actions), qtypes)  # fmt: skip
+        self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         log.info("policy loaded generation=%d protected=%d override_rules=%d", policy.generation,
                  len(policy.guard.protected), sum(policy.table.rule_count.values()))  # fmt: skip
