@@ -227,6 +227,8 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     from .upstream import from_resolv_conf
 
     setup_logging(cfg.log_level)
+    for overridden in cfg.overridden:
+        log.warning("flag wins over the config file: %s", overridden)
     refuse_forwarding_loop(cfg.listen, cfg.upstreams or [Endpoint(u.host, u.port) for u in from_resolv_conf()])
     if cfg.workers > 1:
         from .workers import supervise
@@ -282,7 +284,7 @@ def _run(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
 async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
     from . import metrics as metrics_mod
     from .cache import Cache
-    from .events import setup_events
+    from .events import reopen_events, setup_events
     from .pipeline import build_pipeline
     from .reload import PolicyHolder, reread_config
     from .server import Server
@@ -329,7 +331,11 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
+    def hangup() -> None:  # systemctl reload, logrotate's postrotate: a new events file, the policy reread
+        reopen_events()
+        asyncio.ensure_future(holder.reload())
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     watcher = asyncio.ensure_future(holder.watch())
     await stop.wait()
     log.info("stopping: finishing in-flight queries grace_seconds=%s", cfg.shutdown_grace)

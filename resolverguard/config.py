@@ -222,6 +222,7 @@ class Config:
     export_clients: tuple[str, ...] = setting("export.clients", listed(network), ("127.0.0.0/8", "::1/128"))
     config_path: str | None = None
     locations: Mapping[str, str] = field(default_factory=dict, compare=False)  # field -> "file:line"
+    overridden: tuple[str, ...] = field(default=(), compare=False)  # file keys a flag replaced, for a WARNING
 
     def where(self, name: str) -> str:
         """Where the value of field `name` was set: "file:line: [section] key", or the key alone."""
@@ -353,8 +354,11 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
             locations[name] = f"{path}:{line or '?'}: {_written(toml)}"
     if path and not Path(values.get("zones_dir", "zones")).is_absolute():  # the file's zones/ wherever we run
         values["zones_dir"] = str(Path(path).parent / values.get("zones_dir", "zones"))
+    overridden = []
     for name, value in (overrides or {}).items():
         if value is not None and value is not False and value not in ([], ()):  # flags not given
+            if name in locations:
+                overridden.append(f"{name} from the command line, not {locations[name]}")
             values[name] = value
             locations[name] = f"command line: {name}"
     out: dict[str, Any] = {}
@@ -363,7 +367,7 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
             out[name] = _SCHEMA[name].metadata["check"](value)
         except ValueError as exc:
             raise ConfigError(f"{locations.get(name) or _written(name)}: {exc}") from None
-    cfg = replace(Config(), **out, config_path=path, locations=locations)
+    cfg = replace(Config(), **out, config_path=path, locations=locations, overridden=tuple(overridden))
     if not cfg.listen:
         cfg = replace(cfg, listen=tuple(parse_endpoint(x) for x in DEFAULT_LISTEN))
     try:

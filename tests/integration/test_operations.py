@@ -107,8 +107,30 @@ def test_the_units_exact_exec_start_serves_ipv4_and_ipv6_on_one_port(tmp_path):
                                str(port)], capture_output=True, text=True, timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert set(json.loads(done.stdout).values()) == {"NXDOMAIN"}, done.stdout
+        events = tmp_path / "log" / "blocks.jsonl"  # the unit's --events, under its LogsDirectory=
+        deadline = time.monotonic() + 10
+        while len(event_lines(events)) < 4:  # one JSON line per block, written by a thread
+            assert time.monotonic() < deadline, guard_output(guard)
+            time.sleep(0.05)
+        assert {(e["qname"], e["protected"], e["class"]) for e in event_lines(events)} == {
+            ("army.ml", "army.mil", "tld_typo")}
     finally:
         assert guard.stop() == 0, guard_output(guard)
+
+
+def event_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_unit_logs_events_under_its_logs_directory_and_documents_flags():
+    text = UNIT.read_text()
+    logs = re.search(r"^LogsDirectory=(\S+)$", text, re.M)
+    assert logs, "no LogsDirectory="
+    argv = unit_exec_start()
+    events = argv[argv.index("--events") + 1]
+    assert events.startswith(f"/var/log/{logs[1]}/") and events.endswith(".jsonl"), events
+    assert "--zones" not in argv  # zones/ next to the config file: one place to look
+    assert "flags win over" in text
 
 
 def guard_output(p: Process) -> str:
@@ -247,3 +269,57 @@ def test_other_upstreams_are_no_loop():
 
     refuse_forwarding_loop([ep("0.0.0.0:53"), ep("[::]:53")], [ep("192.0.2.53:53"), ep("127.0.0.1:5353")])
     refuse_forwarding_loop([ep("127.0.0.1:53")], [ep("127.0.0.2:53"), ep("[::1]:53")])
+
+
+# ---------------------------------------------------------------- 8. flags that replace file keys; logrotate
+
+
+def test_a_flag_that_replaces_a_config_key_is_a_warning(tmp_path):
+    etc = etc_tree(tmp_path, 'upstreams = ["127.0.0.1:9"]\n\n[log]\nevents = "from-file.jsonl"\n')
+    guard = Process([*GUARD_CMD, "serve", "--config", str(etc / "guard.toml"), "--listen", "127.0.0.1:0",
+                     "--events", str(tmp_path / "from-flag.jsonl")], cwd=tmp_path)  # fmt: skip
+    try:
+        guard.wait_for("started version")
+        warning = [line for line in guard.lines if "level=WARNING" in line and "flag wins" in line]
+        assert len(warning) == 1 and f"not {etc / 'guard.toml'}:4: [log] events" in warning[0], warning
+    finally:
+        assert guard.stop() == 0
+
+
+def test_logrotate_with_the_shipped_snippet_starts_a_new_events_file(tmp_path):
+    logrotate = require_program("logrotate")
+    zones_with(tmp_path)
+    log = tmp_path / "log"
+    log.mkdir(mode=0o750)
+    events = log / "blocks.jsonl"
+    guard = Process([*GUARD_CMD, "serve", "--zones", "zones", "--upstream", "127.0.0.1:9", "--listen",
+                     "127.0.0.1:0", "--events", str(events)], cwd=tmp_path)  # fmt: skip
+    try:
+        guard.wait_for("started version")
+        port = int(re.search(r"listening address=127.0.0.1 port=(\d+)", guard_output(guard))[1])
+
+        def block(name: str, count: int, path: Path) -> None:
+            import dns.message
+            import dns.query
+
+            dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=5)
+            deadline = time.monotonic() + 10
+            while len(event_lines(path)) < count:
+                assert time.monotonic() < deadline, guard_output(guard)
+                time.sleep(0.05)
+
+        block("army.ml", 1, events)
+        snippet = (ROOT / "docs" / "logrotate").read_text().replace("/var/log/resolverguard/blocks.jsonl", str(events))
+        snippet = snippet.replace("systemctl kill --signal=HUP resolverguard.service", f"kill -HUP {guard.proc.pid}")
+        assert f"kill -HUP {guard.proc.pid}" in snippet
+        (tmp_path / "logrotate.conf").write_text(snippet)
+        done = subprocess.run([logrotate, "--force", "--state", str(tmp_path / "state"), str(tmp_path / "logrotate.conf")],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        rotated = log / "blocks.jsonl.1"  # delaycompress: the newest rotation stays plain text
+        assert [e["qname"] for e in event_lines(rotated)] == ["army.ml"]
+        block("amry.mil", 1, events)
+        assert [e["qname"] for e in event_lines(events)] == ["amry.mil"]
+        assert [e["qname"] for e in event_lines(rotated)] == ["army.ml"]
+    finally:
+        assert guard.stop() == 0
