@@ -324,6 +324,7 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
         except OSError as exc:
             raise ConfigError(f"cannot listen for /metrics on {cfg.metrics}: {os_reason(exc)}") from None
         log.info("metrics address=%s port=%d path=/metrics", cfg.metrics.host, cfg.metrics.port)
+    watcher = await holder.start_watching()  # before "started": a change made after that line is seen
     log.info("started version=%s upstreams=%s zones_dir=%s", __version__, ",".join(u.name for u in upstreams),
              cfg.zones_dir)  # fmt: skip
     gc.freeze()  # the start-up objects (policy, index, modules) leave the collector's scans: shorter pauses
@@ -331,12 +332,12 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
     def hangup() -> None:  # systemctl reload, logrotate's postrotate: a new events file, the policy reread
         reopen_events()
         asyncio.ensure_future(holder.reload())
 
     loop.add_signal_handler(signal.SIGHUP, hangup)
-    watcher = asyncio.ensure_future(holder.watch())
     await stop.wait()
     log.info("stopping: finishing in-flight queries grace_seconds=%s", cfg.shutdown_grace)
     server.stop_listening()

@@ -136,14 +136,30 @@ class PolicyHolder:
             return True
 
     async def watch(self) -> None:
-        """Reload when a file under zones/ or the config file changes."""
+        """Reload when a file under zones/ or the config file changes.
+
+        Directories are watched, not files: an editor or `sed -i` replaces the config file by a rename,
+        and a watch on the old file would see nothing after the first edit.
+        """
         from watchfiles import awatch
 
-        paths = [p for p in (self.cfg.zones_dir, self.cfg.config_path) if p and os.path.exists(p)]
-        if not paths:
+        zones = os.path.abspath(self.cfg.zones_dir) if self.cfg.zones_dir else None
+        config = os.path.abspath(self.cfg.config_path) if self.cfg.config_path else None
+        dirs = sorted({d for d in (zones, config and os.path.dirname(config)) if d and os.path.isdir(d)})
+        if not dirs:
             return
-        async for _changes in awatch(*paths, debounce=200, step=50, recursive=False):
+
+        def relevant(_change: object, path: str) -> bool:
+            return path == config or (zones is not None and os.path.dirname(path) == zones)
+
+        async for _changes in awatch(*dirs, watch_filter=relevant, debounce=200, step=50, recursive=False):
             await self.reload()
+
+    async def start_watching(self) -> asyncio.Task:
+        """Start watch() and return once its watches are in place, so that a change made after start-up is seen."""
+        task = asyncio.ensure_future(self.watch())
+        await asyncio.sleep(0)  # the task runs up to its first thread hop: the inotify watches exist by then
+        return task
 
 
 def reread_config(path: str | None, overrides: dict) -> Callable[[], Config]:

@@ -323,3 +323,37 @@ def test_logrotate_with_the_shipped_snippet_starts_a_new_events_file(tmp_path):
         assert [e["qname"] for e in event_lines(rotated)] == ["army.ml"]
     finally:
         assert guard.stop() == 0
+
+
+# ---------------------------------------------------------------- 9. the config file stays watched
+
+
+def test_config_edits_by_rename_and_in_place_are_all_seen(tmp_path, upstream, start_guard):
+    """sed -i and most editors replace the file (a new inode); others write in place. Every edit counts."""
+    sed = require_program("sed")
+    config = tmp_path / "guard.toml"
+    config.write_text('protect = ["army.mil"]\n')
+    guard = start_guard("--config", str(config), "--upstream", upstream.address)
+
+    def blocked(name: str) -> bool:
+        reply = guard.query(name, "A", use_edns=0)
+        return any(e.code == 15 for e in reply.extended_errors())
+
+    def becomes_blocked(name: str) -> None:
+        deadline = time.monotonic() + 30
+        while not blocked(name):
+            assert time.monotonic() < deadline, guard.output()
+            time.sleep(0.1)
+
+    assert blocked("amry.mil") and not blocked("gmial.com")
+    for step, (domain, neighbour) in enumerate([("gmail.com", "gmial.com"), ("outlook.com", "outlok.com"),
+                                                ("example-bank.org", "exmaple-bank.org")]):  # fmt: skip
+        if step < 2:  # by rename, twice: the second edit is the one a watch on the file itself misses
+            subprocess.run([sed, "-i", f's/\\]$/, "{domain}"]/', str(config)], check=True, timeout=30)
+        else:  # in place: same inode
+            with open(config, "r+") as fh:
+                text = fh.read().replace("]", f', "{domain}"]')
+                fh.seek(0)
+                fh.write(text)
+        becomes_blocked(neighbour)
+    assert config.read_text().count(",") == 3
