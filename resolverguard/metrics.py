@@ -6,9 +6,12 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               disable_created_metrics, start_http_server)  # fmt: skip
 
 from . import __version__
+
+disable_created_metrics()  # no *_created series: one per counter child doubled /metrics and meant nothing here
 
 OUTCOMES = (
     "forwarded", "cached", "stale", "blocked_typo", "blocked_override", "refused", "ratelimited", "servfail",
@@ -37,6 +40,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
         self.queries = Counter("resolverguard_queries_total", "Queries received", ["transport", "qtype"], registry=r)
         self.responses = Counter(
             "resolverguard_responses_total", "Responses by outcome and rcode", ["outcome", "rcode"], registry=r
@@ -176,4 +180,5 @@ def serve(registry: CollectorRegistry | None, host: str, port: int) -> None:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        ProcessCollector(registry=registry)  # the supervisor's own process
     start_http_server(port, addr=host, registry=registry)

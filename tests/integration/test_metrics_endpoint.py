@@ -47,10 +47,11 @@ def scrape(url: str) -> dict[Key, float]:
 
 
 def moved(before: dict[Key, float], after: dict[Key, float]) -> dict[Key, float]:
-    """Samples whose value changed, as deltas; histogram _bucket/_sum and _created series are left out."""
+    """Samples whose value changed, as deltas; histogram _bucket/_sum, _created and process_* series are left out."""
     skip = ("_bucket", "_sum", "_created")
     return {k: after[k] - before.get(k, 0.0) for k in after
-            if not k[0].endswith(skip) and after[k] != before.get(k, 0.0)}  # fmt: skip
+            if not k[0].endswith(skip) and not k[0].startswith("process_")
+            and after[k] != before.get(k, 0.0)}  # fmt: skip
 
 
 class Probe:

@@ -357,3 +357,29 @@ def test_config_edits_by_rename_and_in_place_are_all_seen(tmp_path, upstream, st
                 fh.write(text)
         becomes_blocked(neighbour)
     assert config.read_text().count(",") == 3
+
+
+# ---------------------------------------------------------------- 10. /metrics: no _created, process_*, a known size
+
+
+def test_metrics_have_no_created_series_keep_process_ones_and_grow_as_the_readme_says(tmp_path, start_guard):
+    import urllib.request
+
+    def scrape(*protect: str) -> list[str]:
+        zones = tmp_path / f"zones{len(protect)}"
+        shutil.copytree(ROOT / "zones", zones)
+        port = free_port()
+        flags = [x for p in protect for x in ("--protect", p)]
+        start_guard("--upstream", "127.0.0.1:9", "--metrics", f"127.0.0.1:{port}", *flags, zones=zones)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    shipped, one_more = scrape(), scrape("example-bank.org")
+    assert not [line for line in shipped if "_created" in line.split("{")[0].split(" ")[0]]
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+        assert any(line.startswith(name + " ") for line in shipped), name
+    stated = re.search(r"Each protected entry adds (\d+) series", (ROOT / "README.md").read_text())
+    assert stated, "README: no series count per protected entry"
+    assert len(one_more) - len(shipped) == int(stated[1])
+    total = re.search(r"shipped defaults \(5 entries, one upstream\) expose (\d+) series", (ROOT / "README.md").read_text())
+    assert total and int(total[1]) == len(shipped), len(shipped)
