@@ -383,3 +383,21 @@ def test_metrics_have_no_created_series_keep_process_ones_and_grow_as_the_readme
     assert len(one_more) - len(shipped) == int(stated[1])
     total = re.search(r"shipped defaults \(5 entries, one upstream\) expose (\d+) series", (ROOT / "README.md").read_text())
     assert total and int(total[1]) == len(shipped), len(shipped)
+
+
+# ---------------------------------------------------------------- the README's promises
+
+
+def test_the_intros_examples_are_blocked_with_the_shipped_defaults(tmp_path):
+    intro = (ROOT / "README.md").read_text().split("## Quick start")[0]
+    listed = re.search(r"typo-neighbour detector \((.*?)\), then forwarding", intro, re.S)[1]
+    shipped, _, with_domain = listed.partition(";")
+    names = re.findall(r"`([a-z0-9.-]+)`", shipped)
+    assert "army.ml" in names and len(names) >= 5, names
+    for name in names:
+        done = run("check", "--zones", str(ROOT / "zones"), name, cwd=tmp_path)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+    narrow = re.fullmatch(r"\s*`(\S+)` too when `(\S+)` rather than the\s+whole `mil` is protected", with_domain)
+    assert narrow, with_domain
+    zones_with(tmp_path, f"{narrow[2]}\n")
+    assert run("check", "--zones", "zones", narrow[1], cwd=tmp_path).returncode == 1
