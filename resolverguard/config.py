@@ -16,13 +16,11 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .codes import QTYPE_NUMBERS, RATELIMIT_ACTIONS, TYPO_ACTIONS, Action, Qtype, TypoClass, TypoPolicy
 from .errors import ConfigError
 
 DEFAULT_LISTEN = ("127.0.0.1:8053", "[::1]:8053")
 DEFAULT_ALLOW_CLIENTS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
-QTYPE_NUMBERS = {"A": 1, "AAAA": 28, "MX": 15, "TXT": 16, "CNAME": 5, "NS": 2, "SOA": 6, "SRV": 33, "PTR": 12,
-                 "HTTPS": 65, "SVCB": 64, "ANY": 255}  # fmt: skip
-TYPO_ACTIONS = ("nxdomain", "sink", "refused", "log-only")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 Check = Callable[[Any], Any]  # a TOML value -> the setting's value; ValueError("problem") when it is wrong
 
@@ -148,11 +146,9 @@ def qtype(value: Any) -> str:
 
 
 def typo_class(value: Any) -> str:
-    from .typo.match import TYPO_CLASSES
-
     name = text(value).replace("-", "_")
-    if name not in TYPO_CLASSES:
-        raise ValueError(f"unknown typo class {value!r}; known: {', '.join(TYPO_CLASSES)}")
+    if name not in tuple(TypoClass):
+        raise ValueError(f"unknown typo class {value!r}; known: {', '.join(TypoClass)}")
     return name
 
 
@@ -193,13 +189,14 @@ class Config:
     allow: tuple[str, ...] = setting("allow", listed(domain), ())
     max_inflight: int = setting("max_inflight", number(int, ge=1), 10_000)
     shutdown_grace: float = setting("shutdown_grace", number(ge=0, le=600), 3.0)
-    typo_action: str = setting("typo.action", choice(*TYPO_ACTIONS), "nxdomain")
-    typo_qtypes: tuple[str, ...] = setting("typo.qtypes", listed(qtype), ("A", "AAAA", "MX"))
-    typo_classes: dict[str, str] = setting("typo.classes", table(typo_class, choice("block", "log-only")),
+    typo_action: str = setting("typo.action", choice(*TYPO_ACTIONS), Action.NXDOMAIN)
+    typo_qtypes: tuple[str, ...] = setting("typo.qtypes", listed(qtype), (Qtype.A, Qtype.AAAA, Qtype.MX))
+    typo_classes: dict[str, str] = setting("typo.classes", table(typo_class, choice(*TypoPolicy)),
                                            factory=dict)  # fmt: skip
     domain_actions: dict[str, str] = setting("typo.domains", table(domain, choice(*TYPO_ACTIONS)), factory=dict)
     tld_second_level: dict[str, tuple[str, ...]] = setting("typo.second_level", table(domain, strict_list(domain)),
                                                            factory=dict)  # fmt: skip
+    state_dir: str = setting("state_dir", text, "")  # learned .mil labels (learned-labels.txt); "": memory only
     sink_ipv4: str = setting("sink.ipv4", address, "127.0.0.2")
     sink_ipv6: str = setting("sink.ipv6", address, "")
     sink_mail_host: str = setting("sink.mail_host", domain_text, "sink.resolverguard.internal.")
@@ -215,7 +212,7 @@ class Config:
     ratelimit_qps: float = setting("ratelimit.qps", number(ge=0), 0.0)  # per client; 0 disables
     ratelimit_burst: float = setting("ratelimit.burst", number(ge=0), 0.0)
     ratelimit_exempt: tuple[str, ...] = setting("ratelimit.exempt", listed(network), ())
-    ratelimit_action: str = setting("ratelimit.action", choice("refused", "drop"), "refused")
+    ratelimit_action: str = setting("ratelimit.action", choice(*RATELIMIT_ACTIONS), Action.REFUSED)
     log_level: str = setting("log.level", choice(*LOG_LEVELS, fold=str.upper), "INFO")
     events: str = setting("log.events", text, "-")  # block event log: "-" stdout, a path, or "" off
     export_origin: str = setting("export.origin", domain_text, "rpz.resolverguard.")

@@ -7,19 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import names
+from .codes import QTYPE_NUMBERS, Action, Qtype, TypoPolicy, Verdict
 from .rpz import PolicyTable, RpzHit
 from .typo import TypoGuard, TypoMatch
 
-DEFAULT_TYPO_QTYPES = frozenset({1, 28, 15})  # A, AAAA, MX
-TYPO_ACTIONS = ("nxdomain", "sink", "refused", "log-only")
+DEFAULT_TYPO_QTYPES = frozenset(QTYPE_NUMBERS[q] for q in (Qtype.A, Qtype.AAAA, Qtype.MX))
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one query. action "forward" lets it through (passthru and log-only included)."""
 
-    action: str  # forward | nxdomain | nodata | sink | refused | drop | tcp-only | local-data
-    outcome: str  # blocked_typo | blocked_override (metrics outcomes), or forwarded | passthru | logged_typo
+    action: str  # an Action: forward | nxdomain | nodata | sink | refused | drop | tcp-only | local-data
+    outcome: Verdict
     typo: TypoMatch | None = None
     rpz: RpzHit | None = None
 
@@ -33,7 +33,7 @@ class Decision:
         return ""
 
 
-FORWARD = Decision("forward", "forwarded")
+FORWARD = Decision(Action.FORWARD, Verdict.FORWARDED)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Policy:
 
     table: PolicyTable
     guard: TypoGuard
-    typo_action: str = "nxdomain"
+    typo_action: str = Action.NXDOMAIN
     domain_actions: Mapping[str, str] = field(default_factory=dict)  # protected domain -> action
     typo_qtypes: frozenset[int] = DEFAULT_TYPO_QTYPES
     generation: int = 0
@@ -58,19 +58,18 @@ class Policy:
         addr = _address(client) if self.client_dependent else None  # parse the address only if a rule asks
         hit = self.table.lookup(qname, addr)
         if hit is not None:
-            if hit.action == "passthru":
-                return Decision("forward", "passthru", rpz=hit)
-            return Decision(hit.action, "blocked_override", rpz=hit)
+            if hit.action == Action.PASSTHRU:
+                return Decision(Action.FORWARD, Verdict.PASSTHRU, rpz=hit)
+            return Decision(hit.action, Verdict.BLOCKED_OVERRIDE, rpz=hit)
         if qtype not in self.typo_qtypes:
             return FORWARD
         match = self.guard.find_neighbour(qname)
         if match is None:
             return FORWARD
         action = self.action_for(match)
-        if action == "log-only" or match.policy == "log-only":
-            return Decision("forward", "logged_typo", typo=match)
-        return Decision(action, "blocked_typo", typo=match)
-
+        if action == Action.LOG_ONLY or match.policy == TypoPolicy.LOG_ONLY:
+            return Decision(Action.FORWARD, Verdict.LOGGED_TYPO, typo=match)
+        return Decision(action, Verdict.BLOCKED_TYPO, typo=match)
 
     def entry_of(self, match: TypoMatch) -> str:
         """The protected entry as configured that a match falls under: mil for navy.mil, else the domain."""

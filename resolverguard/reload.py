@@ -15,7 +15,7 @@ from .errors import ConfigError
 from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
-from .typo import TypoGuard, load_domain_list
+from .typo import TypoGuard, learned, load_domain_list
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
     zones = load_zone_dir(cfg.zones_dir) if files["rpz"] else []
     try:
         guard = TypoGuard.build(protect, allow, class_policy=cfg.typo_classes,
-                                tld_second_level=cfg.tld_second_level or None)  # fmt: skip
+                                tld_second_level=cfg.tld_second_level or None,
+                                learned=learned.load(learned.path_in(cfg.state_dir)))  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"{cfg.config_path or 'config'}: {exc}") from None
     for name in cfg.domain_actions:  # an action for a name nothing protects would silently do nothing
@@ -118,6 +119,7 @@ class PolicyHolder:
         qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
+        self.metrics.typo_learned_labels.set(policy.guard.learned_count)
         log.info("policy loaded generation=%d protected=%d override_rules=%d", policy.generation,
                  len(policy.guard.protected), sum(policy.table.rule_count.values()))  # fmt: skip
 

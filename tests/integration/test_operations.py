@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fakes import GUARD_CMD, ROOT, free_port
 from realprog import require_program
 

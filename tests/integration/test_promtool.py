@@ -15,9 +15,8 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from fakes import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from realprog import require_program
 
 pytestmark = pytest.mark.realprog
