@@ -1,4 +1,4 @@
-"""--workers N: N forked processes sharing the listen ports (SO_REUSEPORT), one /metrics, signals fanned out."""
+"""--workers N: N forked processes sharing the listen ports (SO_REUSEPORT), one /metrics, one export state dir."""
 
 from __future__ import annotations
 
@@ -28,14 +28,19 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
     """
     metrics_dir = tempfile.mkdtemp(prefix="resolverguard-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
+    # One export state directory for all workers: the same serial, journal and notify state everywhere.
+    export_dir = "" if cfg.export_state_dir else tempfile.mkdtemp(prefix="resolverguard-export-")
     try:
         from .reload import load_policy
 
         load_policy(cfg)  # a bad zone or list fails once, here, with exit 2
-        worker_cfg = replace(cfg, listen=tuple(_concrete(ep) for ep in cfg.listen), metrics=None)
+        worker_cfg = replace(cfg, listen=tuple(_concrete(ep) for ep in cfg.listen), metrics=None,
+                             export_state_dir=cfg.export_state_dir or export_dir)  # fmt: skip
         return _run_workers(cfg, worker_cfg, run)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if export_dir:
+            shutil.rmtree(export_dir, ignore_errors=True)
 
 
 def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) -> int:
