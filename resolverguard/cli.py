@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     common(e)
     e.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     e.add_argument("--check-secondary", metavar="HOST[:PORT]", help="compare a secondary's SOA serial with the guard's")
+    e.add_argument("--listen", "-l", action="append", default=[], metavar="HOST:PORT",
+                   help="with --check-secondary: the running guard (default: the config's first listen address)")
     return p
 
 

@@ -27,8 +27,8 @@ MAX_WAIT = 60.0
 def notify_message(origin: dns.name.Name, soa_text: str | None = None) -> dns.message.Message:
     """A NOTIFY for origin's SOA, optionally carrying the new SOA in the answer section (RFC 1996 §3.7)."""
     message = dns.message.make_query(origin, dns.rdatatype.SOA)
+    message.flags = dns.flags.AA  # no RD; the opcode lives in the flags too, so set it after
     message.set_opcode(dns.opcode.NOTIFY)
-    message.flags = dns.flags.AA
     if soa_text is not None:
         rrset = message.find_rrset(message.answer, origin, dns.rdataclass.IN, dns.rdatatype.SOA, create=True)
         rrset.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA, soa_text), 300)

@@ -279,8 +279,8 @@ class ZoneExport:
         if _refused_question(message, self.origin_name):
             return [_rcode(message, dns.rcode.REFUSED)]
         serial = self.journal.serial
-        if serial is None:
-            return [wire.reply_for(query, wire.SERVFAIL)]
+        if serial is None:  # nothing published yet
+            return [_rcode(message, dns.rcode.SERVFAIL)]
         rdtype = message.question[0].rdtype
         if rdtype == dns.rdatatype.SOA:
             return [_soa_reply(message, self._soa(serial))]
