@@ -120,7 +120,7 @@ def unsigned_transfer_refused(guard: Guard) -> bool:
 
 def fleet_scenario(tmp_path: Path, upstream: str, start_guard: Callable[..., Guard],
                    start_secondary: Callable[[Path, int, int], Daemon], *, tsig: bool = True,
-                   check_secondary: bool = False) -> dict[str, float]:
+                   check_secondary: bool = False, by_notify: bool = True) -> dict[str, float]:
     """Guard + secondary: initial pull, enforcement, a one-rule change by NOTIFY + IXFR, key enforcement."""
     port = free_port()
     cfg, zones = guard_config(tmp_path, upstream, port, tsig=tsig)
@@ -141,8 +141,8 @@ def fleet_scenario(tmp_path: Path, upstream: str, start_guard: Callable[..., Gua
         taken = wait_for(lambda: rcode(port, "newblock.example.", 0.3) == "NXDOMAIN", 5, daemon, guard,
                          "the new rule enforced by the secondary")  # fmt: skip
         wait_for(lambda: "transfer kind=ixfr " in guard.output(), 5, daemon, guard, "an IXFR in the guard's log")
-        ixfr = [line for line in guard.output().splitlines() if "transfer kind=ixfr " in line]
-        assert ixfr, guard.output()
+        if by_notify:  # the SOA refresh is 60 s: a change seen within 5 s came by the acknowledged NOTIFY
+            assert "notify acknowledged" in guard.output(), guard.output()
         if tsig:
             assert unsigned_transfer_refused(guard)
         if check_secondary:
@@ -201,10 +201,14 @@ def start_bind(named: str, directory: Path, port: int, guard_port: int) -> Daemo
     return start([named, "-f", "-c", str(conf), "-n", "1"], directory, port)
 
 
-def pdns_config(directory: Path, port: int, guard_port: int, dead_port: int) -> tuple[str, str]:
-    """recursor.conf and its Lua config (Recursor 4.8: rpzPrimary in lua-config-file)."""
+def pdns_config(directory: Path, port: int, guard_port: int, dead_port: int, refresh: int) -> tuple[str, str]:
+    """recursor.conf and its Lua config (Recursor 4.8: rpzPrimary in lua-config-file).
+
+    Recursor 4.8 (Debian 12) answers a NOTIFY for the RPZ but only wipes its cache for that name; it
+    polls the primary's SOA every ``refresh`` seconds instead (NOTIFY-triggered RPZ transfers came later).
+    """
     lua = (f'rpzPrimary("127.0.0.1:{guard_port}", "{ORIGIN}", {{tsigname="{KEY_NAME}", '
-           f'tsigalgo="hmac-sha256", tsigsecret="{SECRET}", refresh=3600}})\n')  # fmt: skip
+           f'tsigalgo="hmac-sha256", tsigsecret="{SECRET}", refresh={refresh}}})\n')  # fmt: skip
     conf = f"""
 config-dir={directory}
 socket-dir={directory}
@@ -215,6 +219,7 @@ dnssec=off
 daemon=no
 write-pid=no
 threads=1
+disable-packetcache=yes
 lua-config-file={directory}/rpz.lua
 allow-notify-from=127.0.0.0/8
 allow-notify-for={ORIGIN}
@@ -225,8 +230,8 @@ quiet=no
     return conf, lua
 
 
-def start_pdns(recursor: str, directory: Path, port: int, guard_port: int) -> Daemon:
-    conf, lua = pdns_config(directory, port, guard_port, free_port())
+def start_pdns(recursor: str, directory: Path, port: int, guard_port: int, refresh: int = 3600) -> Daemon:
+    conf, lua = pdns_config(directory, port, guard_port, free_port(), refresh)
     (directory / "recursor.conf").write_text(conf)
     (directory / "rpz.lua").write_text(lua)
     return start([recursor, f"--config-dir={directory}"], directory, port)
