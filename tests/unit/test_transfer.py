@@ -66,7 +66,7 @@ def ask(export: ZoneExport, message: dns.message.Message, client: str = "127.0.0
     out, ctx = [], None
     for data in replies:
         reply = dns.message.from_wire(data, keyring=keyring, request_mac=message.mac if keyring else b"",
-                                      xfr=True, origin=None, tsig_ctx=ctx, multi=ctx is not None)  # fmt: skip
+                                      xfr=True, origin=None, tsig_ctx=ctx, multi=True)  # fmt: skip
         ctx = reply.tsig_ctx
         out.append(reply)
     return out
