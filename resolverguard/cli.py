@@ -279,6 +279,7 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
     watcher.cancel()
     if publisher is not None:
         publisher.cancel()
+        export.close()
     await server.drain(cfg.shutdown_grace)
     log.info("stopped")
     return 0

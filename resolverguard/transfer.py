@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -250,6 +251,7 @@ class ZoneExport:
         self.rendered: Policy | None = None
         self.logged: dict[str, float] = {}  # client → when its last refusal was logged
         self.cache = RRsetCache(self.origin_name)
+        self.temporary = False  # the state dir is ours to remove at close()
 
     # ---- answering
 
@@ -332,6 +334,12 @@ class ZoneExport:
         log.warning("transfer refused client=%s reason=%s zone=%s (logged once a minute per client)", client,
                     reason, self.origin)  # fmt: skip
 
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+        if self.temporary:
+            shutil.rmtree(self.journal.dir, ignore_errors=True)
+
     # ---- publishing
 
     async def run(self) -> None:
@@ -389,8 +397,10 @@ def setup_export(cfg: Config, current: Callable[[], Policy], registry: object) -
     log.info("export zone=%s clients=%s tsig=%s notify=%s state_dir=%s journal_versions=%d", origin,
              ",".join(cfg.export_clients), tsig.name if tsig else "none",
              ",".join(str(s) for s in cfg.export_notify) or "none", state_dir, cfg.export_journal_versions)  # fmt: skip
-    return ZoneExport(cfg.export_origin, cfg.export_clients, current, journal=journal, tsig=tsig, notifier=notifier,
-                      metrics=metrics)  # fmt: skip
+    export = ZoneExport(cfg.export_origin, cfg.export_clients, current, journal=journal, tsig=tsig,
+                        notifier=notifier, metrics=metrics)  # fmt: skip
+    export.temporary = not cfg.export_state_dir
+    return export
 
 
 def soa_serial(host: str, port: int, origin: str, tsig: TsigKey | None, timeout: float = 2.0) -> int | None:
