@@ -362,8 +362,6 @@ class ZoneExport:
             log.error("rpz export journal failed dir=%s error=%s", self.journal.dir, exc)
             return
         self.built, self.rendered = export.with_serial(serial), policy
-        if self.metrics is not None:
-            self.metrics.serial.set(self.journal.serial or serial)
         if new:
             log.info("rpz export published origin=%s serial=%d", self.origin, serial)
             if self.notifier is not None:
@@ -455,8 +453,6 @@ class ExportMetrics:
                            registry=registry, multiprocess_mode="max")  # fmt: skip
         for secondary in secondaries:
             self.acked.labels(secondary)
-        self.serial = Gauge("resolverguard_export_serial", "Serial of the export zone in force", registry=registry,
-                            multiprocess_mode="max")  # fmt: skip
 
 
 __all__ = ["DEFAULT_KEEP", "ExportMetrics", "TsigKey", "ZoneExport", "axfr_response", "load_tsig", "setup_export",
