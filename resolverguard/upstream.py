@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import wire
+from .codes import rcode_name
 from .errors import BadUpstreamReply, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class UpstreamPool:
             started = self.clock()
             try:
                 reply = await asyncio.wait_for(self._exchange(upstream, query), min(self.timeout, remaining))
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
                 last = UpstreamTimeout(upstream.name)
                 self._failed(upstream, "timeout", started)
                 continue
@@ -109,7 +110,7 @@ class UpstreamPool:
                 self._failed(upstream, "error", started)
                 continue
             upstream.failures, upstream.down_until = 0, 0.0
-            self.observe(upstream, _rcode_name(reply[3] & 0xF), self.clock() - started)
+            self.observe(upstream, rcode_name(reply[3] & 0xF), self.clock() - started)
             return wire.with_id_and_question(reply, query)
         raise last
 
@@ -176,13 +177,6 @@ class UpstreamPool:
             raise BadUpstreamReply(f"{upstream.name}: connection closed") from exc
         finally:
             writer.close()
-
-
-_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
-
-def _rcode_name(rcode: int) -> str:
-    return _RCODES.get(rcode, "other")
 
 
 def from_resolv_conf(path: str = "/etc/resolv.conf") -> list[Upstream]:
