@@ -37,8 +37,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_line(lines: list[str], pattern: str, seconds: float, start: int = 0,
-              proc: subprocess.Popen | None = None) -> re.Match:  # fmt: skip
+def wait_line(
+    lines: list[str], pattern: str, seconds: float, start: int = 0, proc: subprocess.Popen | None = None
+) -> re.Match:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         for line in lines[start:]:
@@ -51,9 +52,19 @@ def wait_line(lines: list[str], pattern: str, seconds: float, start: int = 0,
 def timed_xfr(port: int, keyring: dict, rdtype: str, serial: int | None = None) -> tuple[float, int, int]:
     """(seconds, messages, answer RRs) of one signed transfer over TCP."""
     started = time.perf_counter()
-    messages = list(dns.query.xfr("127.0.0.1", ORIGIN, rdtype=dns.rdatatype.from_text(rdtype), port=port,
-                                  keyring=keyring, keyname="bench-key.", serial=serial or 0, lifetime=600,
-                                  relativize=False))  # fmt: skip
+    messages = list(
+        dns.query.xfr(
+            "127.0.0.1",
+            ORIGIN,
+            rdtype=dns.rdatatype.from_text(rdtype),
+            port=port,
+            keyring=keyring,
+            keyname="bench-key.",
+            serial=serial or 0,
+            lifetime=600,
+            relativize=False,
+        )
+    )
     seconds = time.perf_counter() - started
     return seconds, len(messages), sum(len(rr) for m in messages for rr in m.answer)
 
@@ -75,13 +86,18 @@ def main() -> int:
         secret.write_text(SECRET)
         secret.chmod(0o600)
         cfg = root / "guard.toml"
-        cfg.write_text(f'upstreams = ["127.0.0.1:{free_port()}"]\nzones_dir = "{zones}"\n[log]\nevents = ""\n'
-                       f'[export]\nstate_dir = "{root / "state"}"\n'
-                       f'tsig = {{ name = "bench-key.", secret_file = "{secret}" }}\n')  # fmt: skip
+        cfg.write_text(
+            f'upstreams = ["127.0.0.1:{free_port()}"]\nzones_dir = "{zones}"\n[log]\nevents = ""\n'
+            f'[export]\nstate_dir = "{root / "state"}"\n'
+            f'tsig = {{ name = "bench-key.", secret_file = "{secret}" }}\n'
+        )
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "resolverguard", "serve", "--config", str(cfg),
-                                 "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "resolverguard", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
         try:

@@ -240,7 +240,11 @@ def build_rpz(
         serial = (serials or _DEFAULT_SERIALS).next(digest)
     log.info(
         "rpz export rendered origin=%s serial=%d overrides=%d neighbours=%d partly_skipped=%d",
-        origin_name, serial, len(rules), exported, skipped,
+        origin_name,
+        serial,
+        len(rules),
+        exported,
+        skipped,
     )
     summary = f"{len(rules)} operator overrides, {exported} typo neighbours"
     return Export(origin_name, serial, ttl, tuple(body), digest, summary)
@@ -252,8 +256,12 @@ def render_policy(policy: Policy, **kwargs: object) -> str:
 
 
 def build_policy(
-    policy: Policy, *, origin: str = DEFAULT_ORIGIN, serials: SerialStore | None = None,
-    serial: int | None = None, progress: Progress | None = None,
+    policy: Policy,
+    *,
+    origin: str = DEFAULT_ORIGIN,
+    serials: SerialStore | None = None,
+    serial: int | None = None,
+    progress: Progress | None = None,
 ) -> Export:
     """The effective policy of a running guard as one zone: overrides plus the neighbours it would block.
 
@@ -314,5 +322,14 @@ def _override_rules(table: PolicyTable | None) -> list[RpzHit]:
     return out
 
 
-__all__ = ["DEFAULT_ORIGIN", "EXPORT_ACTIONS", "Export", "Record", "SerialStore", "build_policy", "build_rpz",
-           "render_policy", "render_rpz"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "EXPORT_ACTIONS",
+    "Export",
+    "Record",
+    "SerialStore",
+    "build_policy",
+    "build_rpz",
+    "render_policy",
+    "render_rpz",
+]

@@ -104,9 +104,16 @@ class Journal:
                 new = set(lines)
                 removed = sorted(old - new)
                 added = sorted(new - old)
-                _write(self.dir / f"delta-{previous}-{serial}", [*("-" + r for r in removed), *("+" + a for a in added)])
-                log.info("export journal delta old_serial=%d serial=%d removed=%d added=%d", previous, serial,
-                         len(removed), len(added))  # fmt: skip
+                _write(
+                    self.dir / f"delta-{previous}-{serial}", [*("-" + r for r in removed), *("+" + a for a in added)]
+                )
+                log.info(
+                    "export journal delta old_serial=%d serial=%d removed=%d added=%d",
+                    previous,
+                    serial,
+                    len(removed),
+                    len(added),
+                )
             _write(self.dir / "snapshot", lines)
             versions.append({"serial": serial, "digest": digest.hex()})
             for gone in versions[: -self.keep - 1]:
@@ -114,7 +121,9 @@ class Journal:
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / f"delta-{gone['serial']}-{nxt}").unlink()
             versions = versions[-self.keep - 1 :]
-            _write(self.dir / "state.json", [json.dumps({"serial": serial, "digest": digest.hex(), "versions": versions})])
+            _write(
+                self.dir / "state.json", [json.dumps({"serial": serial, "digest": digest.hex(), "versions": versions})]
+            )
             self._cached = None
             return serial, True
 
@@ -141,8 +150,14 @@ class Journal:
                 lines = self._lines(self.dir / f"delta-{old}-{new}")
             except FileNotFoundError:
                 return None
-            out.append(Delta(old, new, [_record(x[1:]) for x in lines if x[0] == "-"],
-                             [_record(x[1:]) for x in lines if x[0] == "+"]))  # fmt: skip
+            out.append(
+                Delta(
+                    old,
+                    new,
+                    [_record(x[1:]) for x in lines if x[0] == "-"],
+                    [_record(x[1:]) for x in lines if x[0] == "+"],
+                )
+            )
         return out
 
     def acknowledged(self, secondary: str, serial: int | None = None) -> dict[str, int]:

@@ -13,9 +13,9 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdata
 
 from .config import Endpoint
 
@@ -42,8 +42,13 @@ def is_ack(message: dns.message.Message, reply: dns.message.Message) -> bool:
 class Notifier:
     """One task per secondary; a newer serial replaces the task still retrying an older one."""
 
-    def __init__(self, origin: dns.name.Name, secondaries: Sequence[Endpoint], soa_text: Callable[[int], str],
-                 acked: Callable[[str, int], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        origin: dns.name.Name,
+        secondaries: Sequence[Endpoint],
+        soa_text: Callable[[int], str],
+        acked: Callable[[str, int], None],
+    ) -> None:
         self.origin = origin
         self.secondaries = list(secondaries)
         self.soa_text = soa_text
@@ -69,18 +74,28 @@ class Notifier:
             attempt += 1
             message = notify_message(self.origin, self.soa_text(serial))
             try:
-                reply = await dns.asyncquery.udp(message, secondary.host, timeout=wait, port=secondary.port,
-                                                 ignore_unexpected=True)  # fmt: skip
+                reply = await dns.asyncquery.udp(
+                    message, secondary.host, timeout=wait, port=secondary.port, ignore_unexpected=True
+                )
                 if is_ack(message, reply):
                     log.info("notify acknowledged secondary=%s serial=%d attempts=%d", secondary, serial, attempt)
                     self.acked(str(secondary), serial)
                     return
-                log.warning("notify not acknowledged secondary=%s serial=%d rcode=%s", secondary, serial,
-                            dns.rcode.to_text(reply.rcode()))  # fmt: skip
+                log.warning(
+                    "notify not acknowledged secondary=%s serial=%d rcode=%s",
+                    secondary,
+                    serial,
+                    dns.rcode.to_text(reply.rcode()),
+                )
                 await asyncio.sleep(wait)
             except (dns.exception.DNSException, OSError) as exc:
-                log.warning("notify failed secondary=%s serial=%d attempt=%d error=%s", secondary, serial, attempt,
-                            type(exc).__name__)  # fmt: skip
+                log.warning(
+                    "notify failed secondary=%s serial=%d attempt=%d error=%s",
+                    secondary,
+                    serial,
+                    attempt,
+                    type(exc).__name__,
+                )
                 if isinstance(exc, OSError):
                     await asyncio.sleep(wait)
             wait = min(wait * 2, MAX_WAIT)

@@ -71,8 +71,10 @@ def load_tsig(name: str, algorithm: str, secret_file: str) -> TsigKey:
     try:
         info = os.stat(secret_file)
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{secret_file}: TSIG secret file is readable by group or others "
-                              f"(mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it")  # fmt: skip
+            raise ConfigError(
+                f"{secret_file}: TSIG secret file is readable by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it"
+            )
         with open(secret_file, encoding="ascii") as fh:
             secret = fh.read().strip()
     except OSError as exc:
@@ -134,8 +136,17 @@ def transfer_messages(query: dns.message.Message, rrsets: Iterable[dns.rrset.RRs
         r.write_header()
         if signed:
             r.release_reserved()
-            ctx = r.add_multi_tsig(ctx, query.keyname, query.keyring, 300, query.id, 0, b"",
-                                   query.mac if ctx is None else b"", query.keyalgorithm)  # fmt: skip
+            ctx = r.add_multi_tsig(
+                ctx,
+                query.keyname,
+                query.keyring,
+                300,
+                query.id,
+                0,
+                b"",
+                query.mac if ctx is None else b"",
+                query.keyalgorithm,
+            )
         messages.append(r.get_wire())
 
     current = renderer(True)
@@ -167,8 +178,9 @@ def axfr_response(query: dns.message.Message, export: Export) -> list[bytes]:
     return transfer_messages(query, _chain([soa, cache.rrset(ns_record)], body, [soa]))
 
 
-def ixfr_rrsets(soa_of: Callable[[int], dns.rrset.RRset], cache: RRsetCache, deltas: Sequence, current: int
-                ) -> Iterable[dns.rrset.RRset]:  # fmt: skip
+def ixfr_rrsets(
+    soa_of: Callable[[int], dns.rrset.RRset], cache: RRsetCache, deltas: Sequence, current: int
+) -> Iterable[dns.rrset.RRset]:
     """RFC 1995 §4 incremental form: SOA(new), then per version SOA(old), removed…, SOA(next), added…, SOA(new)."""
     yield soa_of(current)
     for delta in deltas:
@@ -288,8 +300,15 @@ class ZoneExport:
             return [_soa_reply(message, self._soa(serial))]
         started = time.perf_counter()
         kind, since, messages = self._transfer(message, serial)
-        log.info("transfer kind=%s client=%s client_serial=%s serial=%d messages=%d seconds=%.4f", kind,
-                 query.client, since, serial, len(messages), time.perf_counter() - started)  # fmt: skip
+        log.info(
+            "transfer kind=%s client=%s client_serial=%s serial=%d messages=%d seconds=%.4f",
+            kind,
+            query.client,
+            since,
+            serial,
+            len(messages),
+            time.perf_counter() - started,
+        )
         return messages
 
     def _transfer(self, message: dns.message.Message, serial: int) -> tuple[str, int | None, list[bytes]]:
@@ -331,8 +350,12 @@ class ZoneExport:
             if len(self.logged) >= MAX_LOGGED_CLIENTS:
                 return
         self.logged[client] = now
-        log.warning("transfer refused client=%s reason=%s zone=%s (logged once a minute per client)", client,
-                    reason, self.origin)  # fmt: skip
+        log.warning(
+            "transfer refused client=%s reason=%s zone=%s (logged once a minute per client)",
+            client,
+            reason,
+            self.origin,
+        )
 
     def close(self) -> None:
         if self.notifier is not None:
@@ -390,13 +413,23 @@ def setup_export(cfg: Config, current: Callable[[], Policy], registry: object) -
         metrics.acked.labels(secondary).set(serial)
         journal.acknowledged(secondary, serial)
 
-    notifier = Notifier(origin, cfg.export_notify, lambda serial: Export(origin, serial, 300, (), b"").soa_rdata(),
-                        acked) if cfg.export_notify else None  # fmt: skip
-    log.info("export zone=%s clients=%s tsig=%s notify=%s state_dir=%s journal_versions=%d", origin,
-             ",".join(cfg.export_clients), tsig.name if tsig else "none",
-             ",".join(str(s) for s in cfg.export_notify) or "none", state_dir, cfg.export_journal_versions)  # fmt: skip
-    export = ZoneExport(cfg.export_origin, cfg.export_clients, current, journal=journal, tsig=tsig,
-                        notifier=notifier, metrics=metrics)  # fmt: skip
+    notifier = (
+        Notifier(origin, cfg.export_notify, lambda serial: Export(origin, serial, 300, (), b"").soa_rdata(), acked)
+        if cfg.export_notify
+        else None
+    )
+    log.info(
+        "export zone=%s clients=%s tsig=%s notify=%s state_dir=%s journal_versions=%d",
+        origin,
+        ",".join(cfg.export_clients),
+        tsig.name if tsig else "none",
+        ",".join(str(s) for s in cfg.export_notify) or "none",
+        state_dir,
+        cfg.export_journal_versions,
+    )
+    export = ZoneExport(
+        cfg.export_origin, cfg.export_clients, current, journal=journal, tsig=tsig, notifier=notifier, metrics=metrics
+    )
     export.temporary = not cfg.export_state_dir
     return export
 
@@ -433,8 +466,10 @@ def check_secondary(cfg: Config, secondary: str) -> int:
             print(f"not in sync: {who} {ep} did not answer SOA {cfg.export_origin}: {type(exc).__name__} {exc}")
             return 1
     same = serials["guard"] is not None and serials["guard"] == serials["secondary"]
-    print(f"{'in sync' if same else 'not in sync'}: zone {cfg.export_origin} guard {guard} serial "
-          f"{serials['guard']}, secondary {target} serial {serials['secondary']}")  # fmt: skip
+    print(
+        f"{'in sync' if same else 'not in sync'}: zone {cfg.export_origin} guard {guard} serial "
+        f"{serials['guard']}, secondary {target} serial {serials['secondary']}"
+    )
     return 0 if same else 1
 
 
@@ -444,16 +479,33 @@ class ExportMetrics:
     def __init__(self, registry: object, secondaries: Iterable[str]) -> None:
         from prometheus_client import Counter, Gauge
 
-        self.refused = Counter("resolverguard_export_refused_total",
-                               "Transfers of the export zone refused, by reason", ["reason"], registry=registry)  # fmt: skip
+        self.refused = Counter(
+            "resolverguard_export_refused_total",
+            "Transfers of the export zone refused, by reason",
+            ["reason"],
+            registry=registry,
+        )
         for reason in REFUSE_REASONS:
             self.refused.labels(reason)
-        self.acked = Gauge("resolverguard_export_secondary_serial",
-                           "Last export serial each configured secondary acknowledged (NOTIFY)", ["secondary"],
-                           registry=registry, multiprocess_mode="max")  # fmt: skip
+        self.acked = Gauge(
+            "resolverguard_export_secondary_serial",
+            "Last export serial each configured secondary acknowledged (NOTIFY)",
+            ["secondary"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
         for secondary in secondaries:
             self.acked.labels(secondary)
 
 
-__all__ = ["DEFAULT_KEEP", "ExportMetrics", "TsigKey", "ZoneExport", "axfr_response", "load_tsig", "setup_export",
-           "check_secondary",           "transfer_messages"]
+__all__ = [
+    "DEFAULT_KEEP",
+    "ExportMetrics",
+    "TsigKey",
+    "ZoneExport",
+    "axfr_response",
+    "load_tsig",
+    "setup_export",
+    "check_secondary",
+    "transfer_messages",
+]

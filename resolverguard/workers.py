@@ -34,8 +34,12 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
         from .reload import load_policy
 
         load_policy(cfg)  # a bad zone or list fails once, here, with exit 2
-        worker_cfg = replace(cfg, listen=tuple(_concrete(ep) for ep in cfg.listen), metrics=None,
-                             export_state_dir=cfg.export_state_dir or export_dir)  # fmt: skip
+        worker_cfg = replace(
+            cfg,
+            listen=tuple(_concrete(ep) for ep in cfg.listen),
+            metrics=None,
+            export_state_dir=cfg.export_state_dir or export_dir,
+        )
         return _run_workers(cfg, worker_cfg, run)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -81,8 +85,12 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
         signal.signal(sig, forward)
     if cfg.metrics:
         metrics_mod.serve(None, cfg.metrics.host, cfg.metrics.port)
-        log.info("metrics address=%s port=%d path=/metrics workers=%d", cfg.metrics.host, cfg.metrics.port,
-                 worker_cfg.workers)  # fmt: skip
+        log.info(
+            "metrics address=%s port=%d path=/metrics workers=%d",
+            cfg.metrics.host,
+            cfg.metrics.port,
+            worker_cfg.workers,
+        )
     worst = 0
     while children:
         try:

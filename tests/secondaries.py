@@ -21,7 +21,6 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.tsigkeyring
-
 from fakes import GUARD_CMD, Guard, free_port
 
 ORIGIN = "rpz.resolverguard."
@@ -96,7 +95,9 @@ def guard_config(tmp_path: Path, upstream: str, secondary_port: int, *, tsig: bo
     secret = tmp_path / "tsig.secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
-    tsig_line = f'tsig = {{ name = "{KEY_NAME}", algorithm = "hmac-sha256", secret_file = "{secret}" }}\n' if tsig else ""
+    tsig_line = (
+        f'tsig = {{ name = "{KEY_NAME}", algorithm = "hmac-sha256", secret_file = "{secret}" }}\n' if tsig else ""
+    )
     cfg = tmp_path / "guard.toml"
     cfg.write_text(
         f'upstreams = ["{upstream}"]\nzones_dir = "{zones}"\n'
@@ -118,9 +119,16 @@ def unsigned_transfer_refused(guard: Guard) -> bool:
     return unsigned.rcode() == dns.rcode.REFUSED and bad == dns.rcode.NOTAUTH
 
 
-def fleet_scenario(tmp_path: Path, upstream: str, start_guard: Callable[..., Guard],
-                   start_secondary: Callable[[Path, int, int], Daemon], *, tsig: bool = True,
-                   check_secondary: bool = False, by_notify: bool = True) -> dict[str, float]:
+def fleet_scenario(
+    tmp_path: Path,
+    upstream: str,
+    start_guard: Callable[..., Guard],
+    start_secondary: Callable[[Path, int, int], Daemon],
+    *,
+    tsig: bool = True,
+    check_secondary: bool = False,
+    by_notify: bool = True,
+) -> dict[str, float]:
     """Guard + secondary: initial pull, enforcement, a one-rule change by NOTIFY + IXFR, key enforcement."""
     port = free_port()
     cfg, zones = guard_config(tmp_path, upstream, port, tsig=tsig)
@@ -138,16 +146,28 @@ def fleet_scenario(tmp_path: Path, upstream: str, start_guard: Callable[..., Gua
         assert rcode(port, "x.army.ml.") == "NXDOMAIN"
         with open(zones / "10-overrides.rpz", "a") as fh:
             fh.write(NEW_RULE)
-        taken = wait_for(lambda: rcode(port, "newblock.example.", 0.3) == "NXDOMAIN", 5, daemon, guard,
-                         "the new rule enforced by the secondary")  # fmt: skip
+        taken = wait_for(
+            lambda: rcode(port, "newblock.example.", 0.3) == "NXDOMAIN",
+            5,
+            daemon,
+            guard,
+            "the new rule enforced by the secondary",
+        )
         wait_for(lambda: "transfer kind=ixfr " in guard.output(), 5, daemon, guard, "an IXFR in the guard's log")
         if by_notify:  # the SOA refresh is 60 s: a change seen within 5 s came by the acknowledged NOTIFY
             assert "notify acknowledged" in guard.output(), guard.output()
         if tsig:
             assert unsigned_transfer_refused(guard)
         if check_secondary:
-            check = [*GUARD_CMD, "export-rpz", "--config", str(cfg), "--listen", f"127.0.0.1:{guard.port}",
-                     "--check-secondary"]  # fmt: skip
+            check = [
+                *GUARD_CMD,
+                "export-rpz",
+                "--config",
+                str(cfg),
+                "--listen",
+                f"127.0.0.1:{guard.port}",
+                "--check-secondary",
+            ]
             in_sync = subprocess.run([*check, f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
             assert in_sync.returncode == 0 and "in sync" in in_sync.stdout, in_sync.stdout + in_sync.stderr
             gone = subprocess.run([*check, f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=30)
@@ -207,8 +227,10 @@ def pdns_config(directory: Path, port: int, guard_port: int, dead_port: int, ref
     Recursor 4.8 (Debian 12) answers a NOTIFY for the RPZ but only wipes its cache for that name; it
     polls the primary's SOA every ``refresh`` seconds instead (NOTIFY-triggered RPZ transfers came later).
     """
-    lua = (f'rpzPrimary("127.0.0.1:{guard_port}", "{ORIGIN}", {{tsigname="{KEY_NAME}", '
-           f'tsigalgo="hmac-sha256", tsigsecret="{SECRET}", refresh={refresh}}})\n')  # fmt: skip
+    lua = (
+        f'rpzPrimary("127.0.0.1:{guard_port}", "{ORIGIN}", {{tsigname="{KEY_NAME}", '
+        f'tsigalgo="hmac-sha256", tsigsecret="{SECRET}", refresh={refresh}}})\n'
+    )
     conf = f"""
 config-dir={directory}
 socket-dir={directory}

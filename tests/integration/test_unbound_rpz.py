@@ -28,8 +28,8 @@ from realprog import require_program  # noqa: E402
 from unbound_helper import query, running_unbound  # noqa: E402
 
 from resolverguard.export import Export, build_rpz  # noqa: E402
-from resolverguard.transfer import axfr_response  # noqa: E402
 from resolverguard.rpz import PolicyTable, load_rpz  # noqa: E402
+from resolverguard.transfer import axfr_response  # noqa: E402
 
 pytestmark = pytest.mark.realprog
 

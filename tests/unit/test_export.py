@@ -16,8 +16,8 @@ import pytest
 
 from resolverguard.errors import ConfigError
 from resolverguard.export import SerialStore, build_rpz, render_rpz
-from resolverguard.transfer import axfr_response
 from resolverguard.rpz import PolicyTable, load_rpz, load_rpz_text
+from resolverguard.transfer import axfr_response
 
 HEAD = "$ORIGIN ov.test.\n$TTL 300\n@ SOA ns.x.invalid. h.x.invalid. 1 3600 600 86400 60\n  NS ns.x.invalid.\n"
 OVERRIDES = """\
@@ -148,7 +148,9 @@ def test_serial_continues_from_previous() -> None:
 
 def test_progress(table: PolicyTable) -> None:
     calls: list[tuple[int, int]] = []
-    render_rpz(table, {"x.mil": [f"n{i}.ml" for i in range(2500)]}, serial=1, progress=lambda d, t: calls.append((d, t)))
+    render_rpz(
+        table, {"x.mil": [f"n{i}.ml" for i in range(2500)]}, serial=1, progress=lambda d, t: calls.append((d, t))
+    )
     total = 2500 + 6
     assert calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 3

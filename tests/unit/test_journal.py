@@ -57,7 +57,9 @@ def _publish(directory: str, queue: multiprocessing.Queue) -> None:
 
 def test_processes_sharing_a_directory_agree_on_the_serial(tmp_path: Path) -> None:
     queue: multiprocessing.Queue = multiprocessing.Queue()
-    procs = [multiprocessing.get_context("fork").Process(target=_publish, args=(str(tmp_path), queue)) for _ in range(3)]
+    procs = [
+        multiprocessing.get_context("fork").Process(target=_publish, args=(str(tmp_path), queue)) for _ in range(3)
+    ]
     for p in procs:
         p.start()
     for p in procs:

@@ -55,9 +55,15 @@ def export(tmp_path: Path, secret_file: Path) -> ZoneExport:
     for neighbours in (["army.ml"], ["army.ml", "arny.mil"]):
         e = build_rpz(None, {"army.mil": neighbours}, serial=0)
         journal.publish(e.digest, list(e.records))
-    return ZoneExport(ORIGIN, ["127.0.0.0/8"], lambda: None, journal=journal,
-                      tsig=load_tsig("k.", "hmac-sha256", str(secret_file)),
-                      metrics=ExportMetrics(CollectorRegistry(), []), clock=Clock())  # fmt: skip
+    return ZoneExport(
+        ORIGIN,
+        ["127.0.0.0/8"],
+        lambda: None,
+        journal=journal,
+        tsig=load_tsig("k.", "hmac-sha256", str(secret_file)),
+        metrics=ExportMetrics(CollectorRegistry(), []),
+        clock=Clock(),
+    )
 
 
 def ask(export: ZoneExport, message: dns.message.Message, client: str = "127.0.0.1") -> list[dns.message.Message]:
@@ -65,8 +71,15 @@ def ask(export: ZoneExport, message: dns.message.Message, client: str = "127.0.0
     keyring = message.keyring if message.had_tsig or message.keyring else None
     out, ctx = [], None
     for data in replies:
-        reply = dns.message.from_wire(data, keyring=keyring, request_mac=message.mac if keyring else b"",
-                                      xfr=True, origin=None, tsig_ctx=ctx, multi=True)  # fmt: skip
+        reply = dns.message.from_wire(
+            data,
+            keyring=keyring,
+            request_mac=message.mac if keyring else b"",
+            xfr=True,
+            origin=None,
+            tsig_ctx=ctx,
+            multi=True,
+        )
         ctx = reply.tsig_ctx
         out.append(reply)
     return out
@@ -128,8 +141,9 @@ def test_signed_axfr_over_many_messages_verifies(tmp_path: Path, secret_file: Pa
     journal = Journal(tmp_path / "big")
     e = build_rpz(None, {"x.com": [f"n{i}-{'a' * 55}.com" for i in range(1500)]}, serial=0)
     journal.publish(e.digest, list(e.records))
-    export = ZoneExport(ORIGIN, ["127.0.0.0/8"], lambda: None, journal=journal,
-                        tsig=load_tsig("k.", "hmac-sha256", str(secret_file)))  # fmt: skip
+    export = ZoneExport(
+        ORIGIN, ["127.0.0.0/8"], lambda: None, journal=journal, tsig=load_tsig("k.", "hmac-sha256", str(secret_file))
+    )
     replies = ask(export, signed("AXFR"))
     assert len(replies) > 1 and all(r.had_tsig for r in replies)
     assert sum(len(rr) for r in replies for rr in r.answer) == 2 * 1500 + 3
