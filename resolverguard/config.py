@@ -162,6 +162,14 @@ def endpoint(default_port: int) -> Check:
     return check
 
 
+def tsig(value: Any) -> dict[str, str]:
+    """[export] tsig = { name = ..., algorithm = "hmac-sha256", secret_file = ... }."""
+    out = table()(value)
+    if set(out) - {"name", "algorithm", "secret_file"} or not {"name", "secret_file"} <= set(out):
+        raise ValueError('expected { name = ..., algorithm = "hmac-sha256", secret_file = ... }')
+    return out
+
+
 def optional(inner: Check) -> Check:
     return lambda value: inner(value) if value else None
 
@@ -217,6 +225,10 @@ class Config:
     events: str = setting("log.events", text, "-")  # block event log: "-" stdout, a path, or "" off
     export_origin: str = setting("export.origin", domain_text, "rpz.resolverguard.")
     export_clients: tuple[str, ...] = setting("export.clients", listed(network), ("127.0.0.0/8", "::1/128"))
+    export_tsig: dict[str, str] = setting("export.tsig", tsig, factory=dict)  # {} = no TSIG
+    export_notify: tuple[Endpoint, ...] = setting("export.notify", listed(endpoint(53)), ())  # sent NOTIFY
+    export_state_dir: str = setting("export.state_dir", text, "")  # serial and IXFR journal; "": a temporary dir
+    export_journal_versions: int = setting("export.journal_versions", number(int, ge=1), 20)
     config_path: str | None = None
     locations: Mapping[str, str] = field(default_factory=dict, compare=False)  # field -> "file:line"
     overridden: tuple[str, ...] = field(default=(), compare=False)  # file keys a flag replaced, for a WARNING
