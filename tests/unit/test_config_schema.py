@@ -32,6 +32,8 @@ BAD = [
     ("[frobnicate]\nx = 1\n", "1: unknown key 'frobnicate'"),
     ('typo = "sink"\n', "1: typo: expected a [typo] section"),
     ('listen = ["::1:53"]\n', "1: listen: ambiguous address '::1:53': write [::1]:53"),
+    ('[export]\ntsig = { name = "k" }\n', "2: [export] tsig: expected { name = ..."),
+    ("[export]\njournal_versions = 0\n", "2: [export] journal_versions: must be >= 1, got 0"),
 ]
 
 
