@@ -19,7 +19,7 @@ QTYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR", 5: "CNAME", 2: "NS
           255: "ANY"}  # fmt: skip
 TRANSPORTS = ("udp", "tcp")
 UPSTREAM_RESULTS = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "other")
-UPSTREAM_ERRORS = ("timeout", "error", "mismatch", "wrong_source")
+UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
 RPZ_ACTIONS = ("nxdomain", "nodata", "drop", "tcp-only", "local-data", "passthru")
 DECLARE_DOMAINS_MAX = 50  # pre-declared typo series per protected domain: 18 classes x actions x 3 qtypes
@@ -135,7 +135,7 @@ class Metrics:
     def declare_upstreams(self, names: Iterable[str]) -> None:
         for name in names:
             self.upstream_duration.labels(name)
-            self.upstream_up.labels(name).set(1)
+            # resolverguard_upstream_up: no series until the first exchange says up or down (not 1 by default)
             for kind in UPSTREAM_ERRORS:
                 self.upstream_errors.labels(name, kind)
             for rcode in ("NOERROR", "NXDOMAIN", "SERVFAIL"):
@@ -152,7 +152,7 @@ class Metrics:
         """Called by the upstream pool for every exchange: an rcode name or an error kind."""
         if result in UPSTREAM_ERRORS:
             self.upstream_errors.labels(name, result).inc()
-            if result in ("timeout", "error"):
+            if result in ("timeout", "refused", "error"):
                 self.upstream_up.labels(name).set(0)
             return
         self.upstream_responses.labels(name, result).inc()

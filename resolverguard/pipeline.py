@@ -198,8 +198,9 @@ class Forwarder:
             stale = self.cache.get(query, stale=True)
             if stale is not None:
                 return Answer(stale, "stale")
-            return Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
-        if self.cache.put(query, reply):
+            return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), "servfail")
+        reply, stored = self.cache.store(query, reply)
+        if stored:
             self.metrics.cache_entries.set(len(self.cache))
         return Answer(reply, "forwarded")
 

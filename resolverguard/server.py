@@ -99,6 +99,8 @@ class Server:
                     self.inflight.add(task)
                     task.add_done_callback(self.inflight.discard)
                     return
+        except wire.BadVersion:  # EDNS version > 0: BADVERS before policy and cache (RFC 6891 6.1.3)
+            answer = Answer(wire.badvers_reply(data), "formerr")
         except (wire.Unreadable, wire.NotQuery) as exc:
             self.metrics.malformed.labels(_DROPPED[type(exc)]).inc()
             answer = Answer(None, "dropped")
