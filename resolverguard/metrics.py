@@ -135,7 +135,7 @@ class Metrics:
     def declare_upstreams(self, names: Iterable[str]) -> None:
         for name in names:
             self.upstream_duration.labels(name)
-            # resolverguard_upstream_up: no series until the first exchange says up or down (not 1 by default)
+            self.upstream_up.labels(name).set(float("nan"))  # unknown until the first exchange says up or down
             for kind in UPSTREAM_ERRORS:
                 self.upstream_errors.labels(name, kind)
             for rcode in ("NOERROR", "NXDOMAIN", "SERVFAIL"):

@@ -175,7 +175,7 @@ class UpstreamPool:
                 last = UpstreamRefused(f"{upstream.name}: REFUSED")
                 given_up.add(id(upstream))
                 continue
-            return wire.with_id_and_question(wire.clean_reply(wire.with_question(reply, query.data[12 : query.qend])),
+            return wire.with_id_and_question(wire.clean_reply(wire.with_question(reply, query.data[12 : query.qend]), query.flags & wire.CD),
                                              query)  # fmt: skip
         raise last
 

@@ -403,15 +403,16 @@ def with_question(reply: bytes, question: bytes) -> bytes:
     return reply[:4] + b"\x00\x01" + reply[6:12] + question + reply[12:]
 
 
-def clean_reply(reply: bytes) -> bytes:
-    """An upstream reply as a forwarder passes it on: AA clear, RA set, no per-exchange EDNS options.
+def clean_reply(reply: bytes, cd: int = 0) -> bytes:
+    """An upstream reply as a forwarder passes it on: AA clear, RA set, CD as the client sent it (cd: the query's
+    CD bit; RFC 4035 3.2.2, and it is in the cache key), no per-exchange EDNS options.
 
     Kept in the OPT: payload, version, DO and EDE; dropped: COOKIE, NSID, ECS, EXPIRE, padding and unknown
     options, which were the upstream's to us and would be replayed from the cache to every client.
     """
     try:
         _, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
-        flags = (flags & ~AA) | RA
+        flags = (flags & ~(AA | CD)) | RA | cd
         pos = 12
         for _ in range(qd):
             pos = skip_name(reply, pos) + 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import math
 import struct
 import time
 import urllib.request
@@ -49,8 +50,12 @@ def scrape(url: str) -> dict[Key, float]:
 def moved(before: dict[Key, float], after: dict[Key, float]) -> dict[Key, float]:
     """Samples whose value changed, as deltas; histogram _bucket/_sum and _created series are left out."""
     skip = ("_bucket", "_sum", "_created")
-    return {k: after[k] - before.get(k, 0.0) for k in after
-            if not k[0].endswith(skip) and after[k] != before.get(k, 0.0)}  # fmt: skip
+
+    def value(v: float) -> float:  # NaN: not known yet (resolverguard_upstream_up before the first exchange)
+        return 0.0 if math.isnan(v) else v
+
+    return {k: value(after[k]) - value(before.get(k, 0.0)) for k in after
+            if not k[0].endswith(skip) and value(after[k]) != value(before.get(k, 0.0))}  # fmt: skip
 
 
 class Probe:
@@ -156,7 +161,7 @@ def test_known_series_exist_at_zero_before_any_query(upstream, start_guard, zone
     assert m[key("resolverguard_protected_domains")] == 2
     assert m[key("resolverguard_policy_rules", zone=ZONE)] > 0
     assert started - 1 <= m[key("resolverguard_policy_last_reload_timestamp_seconds")] <= time.time() + 1
-    assert key("resolverguard_upstream_up", upstream=up) not in m  # unknown until the first exchange
+    assert math.isnan(m[key("resolverguard_upstream_up", upstream=up)])  # unknown until the first exchange
     assert m[key("resolverguard_build_info", version=__version__)] == 1
     assert m[key("resolverguard_upstream_request_duration_seconds_bucket", upstream=up, le="0.00025")] == 0
     assert m[key("resolverguard_request_duration_seconds_bucket", outcome="cached", le="+Inf")] == 0
@@ -170,7 +175,7 @@ def test_each_outcome_moves_its_counters(upstream, start_guard, zones, tmp_path)
     assert guard.query("army.mil", "A").rcode() == dns.rcode.NOERROR
     probe.expect({**counted("forwarded", "NOERROR"),
                   key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_entries"): 1,
-                  key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (no series before)
+                  key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (NaN before)
                   key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
                   key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1})  # fmt: skip
 
@@ -239,7 +244,7 @@ def test_log_only_and_upstream_failure(upstream, start_guard, zones, tmp_path):
                   key("resolverguard_typo_would_block_total", protected_domain="army.mil", typo_class="tld_typo",
                       qtype="MX"): 1,
                   key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_entries"): 1,
-                  key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (no series before)
+                  key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (NaN before)
                   key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
                   key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1})  # fmt: skip
     assert [e["action"] for e in events(tmp_path / "events.jsonl", 1)] == ["log-only"]
