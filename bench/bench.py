@@ -275,6 +275,16 @@ def start_guard(wd: Path, tag: str, zones: Path, upstream: int, cpu: int, ready_
     return proc, time.monotonic() - t0
 
 
+def start_echo(wd: Path, cpu: int) -> Proc:
+    """bench/echo.py: the bare Python ceiling (fixed reply, ID patched), pinned like the servers."""
+    d = wd / "echo"
+    d.mkdir()
+    port = free_port()
+    proc = start("python-echo", [sys.executable, str(REPO / "bench" / "echo.py"), str(port)], port, cpu, d / "stdout.log")
+    wait_ready(proc, "h0.bench.example.", dns.rcode.NOERROR, 30, d / "stdout.log")
+    return proc
+
+
 # ---------------------------------------------------------------- query files and dnsperf
 
 
@@ -464,18 +474,23 @@ def report(info: dict, args: argparse.Namespace, runs: list[Run], loads: list[di
     ]
     scenarios = [s for s in ("cache-hit", "blocked", "mixed", "cache-miss") if ("unbound", s) in by]
     for s in scenarios:
-        for srv in ("resolverguard", "unbound"):
+        for srv in ("resolverguard", "unbound", "python-echo"):
+            if (srv, s) not in by:
+                continue
             r = by[(srv, s)]
             every = " / ".join(f"{x:,}" for x in r.extra.get("all_per_cpu", []))
             lines.append(f"| {s} | {srv} | {r.qps:,.0f} | {r.cpu:.2f} | {r.per_cpu:,.0f} | {every} | {r.extra.get('lost_all_runs', r.lost)} | "
                          f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.rcodes} |")  # fmt: skip
-    lines += ["", "### resolverguard / Unbound", "",
-              "| scenario | QPS | queries / CPU-s | p50 | p99 | lost (rg / unbound) |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines += ["", "### resolverguard / Unbound, and as a share of the Python ceiling (bench/echo.py)", "",
+              "| scenario | QPS | queries / CPU-s | p50 | p99 | lost (rg / unbound) | queries / CPU-s: rg / echo | unbound / echo |",
+              "|---|---:|---:|---:|---:|---|---:|---:|"]  # fmt: skip
     for s in scenarios:
         g, u = by[("resolverguard", s)], by[("unbound", s)]
+        e = by.get(("python-echo", s))
         lost = f"{g.extra.get('lost_all_runs', g.lost)} / {u.extra.get('lost_all_runs', u.lost)}"
+        shares = f"{ratio(g.per_cpu, e.per_cpu)} | {ratio(u.per_cpu, e.per_cpu)}" if e else "n/a | n/a"
         lines.append(f"| {s} | {ratio(g.qps, u.qps)} | {ratio(g.per_cpu, u.per_cpu)} | {ratio(g.p50_ms, u.p50_ms)} | "
-                     f"{ratio(g.p99_ms, u.p99_ms)} | {lost} |")  # fmt: skip
+                     f"{ratio(g.p99_ms, u.p99_ms)} | {lost} | {shares} |")  # fmt: skip
     fixed = [s for s in ("mixed@1k", "cache-miss@1k") if ("unbound", s) in by]
     if fixed:
         lines += ["", "### Fixed rate: 1,000 q/s (`dnsperf -Q 1000`)", "",
@@ -555,7 +570,8 @@ def main() -> int:
                                dns.rcode.NOERROR, timeout=60)  # fmt: skip
         unbound, _ = start_unbound(wd, "main", tools["unbound"], nsd.port, "rpz.resolverguard.", export,
                                    args.server_cpu, "ready.bench.example.", dns.rcode.NOERROR, timeout=60)  # fmt: skip
-        servers = (("resolverguard", guard), ("unbound", unbound))
+        echo = start_echo(wd, args.server_cpu)
+        servers = (("resolverguard", guard), ("unbound", unbound), ("python-echo", echo))
         probe = typo_sample[0]
         for label, proc in servers:
             rc = ask(proc.port, probe)
@@ -577,7 +593,7 @@ def main() -> int:
                 best.extra["lost_all_runs"] = sum(t.lost for t in tries[label])
                 runs.append(best)
         for scenario, f in (("mixed@1k", "mixed"), ("cache-miss@1k", "miss1k")):
-            for label, proc in servers:
+            for label, proc in servers[:2]:
                 runs.append(measure(proc, label, scenario, tools["dnsperf"], args.client_cpu, files[f],
                                     seconds=args.rate_duration, rate=1000))  # fmt: skip
         for _, proc in servers:
@@ -594,6 +610,7 @@ def main() -> int:
     cmdline = "bench/run.sh " + " ".join(sys.argv[1:])
     text = report(info, args, runs, loads, cmdline.strip())
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs],
                                                     "loads": loads}, indent=1))  # fmt: skip

@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hostile import REPLIED, UpstreamProcess, expected_kind, fuzz_message, rss_kib, scrape  # noqa: E402
 
 
-
 def free_port() -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:

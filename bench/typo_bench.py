@@ -1,7 +1,9 @@
 """Benchmark TypoGuard: per-check latency (median, p99) and index build time/RSS at 100, 10k, 100k protected.
 
-Run: python bench/typo_bench.py            (each size in a fresh subprocess; prints a markdown table)
-     python bench/typo_bench.py --one 1000  (one size, JSON)
+Run: python bench/typo_bench.py                (each size in a fresh subprocess; prints a markdown table)
+     python bench/typo_bench.py --one 1000      (one size, JSON)
+     python bench/typo_bench.py --one-edit-only (the same with the two-edit tier off, for comparison)
+     python bench/typo_bench.py --pure          (without the compiled prefilter, typo/_probe.c)
 """
 
 from __future__ import annotations
@@ -73,15 +75,18 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(size: int) -> dict[str, float]:
+def run_one(size: int, two_edits: bool = True, compiled: bool = True) -> dict[str, float]:
     """Build a guard for size protected domains and time uncached checks."""
-    from resolverguard.typo import TypoGuard
+    from resolverguard.typo import TypoGuard, twoedits
+
+    if not two_edits:
+        twoedits.TWO_EDIT_LENGTH = 10**6  # no label is that long: the tier indexes and matches nothing
 
     protected = synthetic_domains(size)
     queries = query_mix(protected, QUERIES)
     rss_before = _rss_mib()
     started = time.perf_counter()
-    guard = TypoGuard.build(protected + ["mil"], cache_size=0)
+    guard = TypoGuard.build(protected + ["mil"], cache_size=0, compiled=compiled)
     build_s = time.perf_counter() - started
     rss_after = _rss_mib()
     check = guard.find_neighbour
@@ -122,16 +127,21 @@ def _cached_median(protected: list[str], queries: list[str]) -> float:
 
 def main() -> None:
     """Run every size in a fresh interpreter and print a markdown table."""
-    if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        print(json.dumps(run_one(int(sys.argv[2]))))
+    flags = [a for a in sys.argv[1:] if a in ("--one-edit-only", "--pure")]
+    one_edit_only, pure = "--one-edit-only" in flags, "--pure" in flags
+    argv = [a for a in sys.argv[1:] if a not in flags]
+    if len(argv) == 2 and argv[0] == "--one":
+        print(json.dumps(run_one(int(argv[1]), two_edits=not one_edit_only, compiled=not pure)))
         return
     rows = []
     for size in SIZES:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size)], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--one", str(size), *flags],
+                             check=True, capture_output=True, text=True)  # fmt: skip
         rows.append(json.loads(out.stdout))
     base = rows[0]["median_us"]
     print(f"Python {platform.python_version()}, {platform.machine()}, {QUERIES} names per size, each the best of "
-          f"{PASSES} uncached checks (60% unrelated, 20% typo neighbours, 10% protected, 10% deep names)\n")
+          f"{PASSES} uncached checks, two-edit tier {'off' if one_edit_only else 'on'}, "
+          f"{'pure Python' if pure else 'compiled prefilter'} (60% unrelated, 20% typo neighbours, 10% protected, 10% deep names)\n")
     print("| protected | build (s) | peak RSS (MiB) | index (MiB) | median (µs) | p99 (µs) | max (µs) | growth vs 100 "
           "| matched | cached median (µs) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

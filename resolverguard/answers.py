@@ -14,6 +14,7 @@ import dns.rdatatype
 import dns.rrset
 
 from . import wire
+from .codes import Action
 from .policy import Decision
 
 EDE_BLOCKED, EDE_FILTERED = 15, 17
@@ -31,9 +32,9 @@ class Sink:
 
 def render(decision: Decision, query: wire.Query, sink: Sink) -> bytes | None:
     """The reply bytes for a synthesised decision; None means send nothing (drop)."""
-    if decision.action == "drop":
+    if decision.action == Action.DROP:
         return None
-    if decision.action == "tcp-only":
+    if decision.action == Action.TCP_ONLY:
         return wire.reply_for(query, wire.TC)
     # header and question only: the rest (EDNS is already in `query`) may hold records dnspython rejects
     msg = dns.message.from_wire(query.data[:4] + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query.data[12 : query.qend])
@@ -42,20 +43,20 @@ def render(decision: Decision, query: wire.Query, sink: Sink) -> bytes | None:
     reply.flags |= msg.flags & dns.flags.CD  # CD is echoed like RD (RFC 4035 3.2.2), blocked answers too
     qname = msg.question[0].name
     action = decision.action
-    if action == "sink":
+    if action == Action.SINK:
         _sink(reply, qname, query.qtype, sink)
-    elif action == "local-data":
+    elif action == Action.LOCAL_DATA:
         records = decision.rpz.records_for(query.qname) if decision.rpz else []
         wanted = [r for r in records if r.rdtype in (query.qtype, dns.rdatatype.CNAME)]
         reply.answer.extend(_renamed(r, qname) for r in wanted)
-    elif action == "refused":
+    elif action == Action.REFUSED:
         reply.set_rcode(dns.rcode.REFUSED)
-    elif action == "nxdomain":
+    elif action == Action.NXDOMAIN:
         reply.set_rcode(dns.rcode.NXDOMAIN)
-    if action in ("nxdomain", "nodata") or (action in ("sink", "local-data") and not reply.answer):
+    if action in (Action.NXDOMAIN, Action.NODATA) or (action in (Action.SINK, Action.LOCAL_DATA) and not reply.answer):
         reply.authority.append(_soa(decision, qname, sink.ttl))
     if query.edns:
-        code = EDE_BLOCKED if decision.typo is not None or action != "local-data" else EDE_FILTERED
+        code = EDE_BLOCKED if decision.typo is not None or action != Action.LOCAL_DATA else EDE_FILTERED
         options = [dns.edns.EDEOption(code, decision.reason[:300])]
         reply.use_edns(0, ednsflags=dns.flags.DO if query.do else 0, payload=1232, options=options)
     return reply.to_wire()

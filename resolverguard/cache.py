@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from . import wire
 
-
 # An entry is a plain tuple (reply, TTL offsets, stored at, TTL) of atoms: the cyclic GC stops tracking exact
 # tuples of atoms, whereas 100k tracked entry objects add ~70 ms to every full collection (a latency spike
 # every few seconds under cache-miss traffic).

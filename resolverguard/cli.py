@@ -119,12 +119,15 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         "distance": m.distance if m else None,
         "rule": f"rpz {hit.zone} {hit.owner} ({hit.action})" if hit else ("typo-detector" if m else None),
         "neighbour": m.neighbour if m else None,
+        "learned": m.learned if m else None,  # the protected label was learned from upstream answers
         "reason": decision.reason or None,
     }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{name}: {result['verdict']}" + (f" ({result['action']}): {result['reason']}" if result["reason"] else ""))
+        learned = f" [label {m.protected.split('.', 1)[0]} learned from upstream answers]" if m and m.learned else ""
+        print(f"{name}: {result['verdict']}" + (f" ({result['action']}): {result['reason']}" if result["reason"] else "")
+              + learned)  # fmt: skip
     return 1 if blocked else 0
 
 

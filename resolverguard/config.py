@@ -9,12 +9,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .codes import QTYPE_NUMBERS, RATELIMIT_ACTIONS, TYPO_ACTIONS, Action, Qtype, TypoPolicy
 from .errors import ConfigError
 
 DEFAULT_LISTEN = ("127.0.0.1:8053", "[::1]:8053")
 DEFAULT_ALLOW_CLIENTS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
-QTYPE_NUMBERS = {"A": 1, "AAAA": 28, "MX": 15, "TXT": 16, "CNAME": 5, "NS": 2, "SOA": 6, "SRV": 33, "PTR": 12,
-                 "HTTPS": 65, "SVCB": 64, "ANY": 255}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,12 @@ class Config:
     zones_dir: str = "zones"
     protect: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
-    typo_action: str = "nxdomain"
-    typo_qtypes: tuple[str, ...] = ("A", "AAAA", "MX")
+    typo_action: str = Action.NXDOMAIN
+    typo_qtypes: tuple[str, ...] = (Qtype.A, Qtype.AAAA, Qtype.MX)
     typo_classes: dict[str, str] = field(default_factory=dict)  # class -> block | log-only
     domain_actions: dict[str, str] = field(default_factory=dict)  # protected domain -> action
     tld_second_level: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    state_dir: str = ""  # learned .mil labels are kept here (learned-labels.txt); "" = in memory only
     sink_ipv4: str = "127.0.0.2"
     sink_ipv6: str = ""
     sink_mail_host: str = "sink.resolverguard.internal."
@@ -62,7 +62,7 @@ class Config:
     ratelimit_qps: float = 0.0  # per client; 0 disables
     ratelimit_burst: float = 0.0
     ratelimit_exempt: tuple[str, ...] = ()
-    ratelimit_action: str = "refused"  # refused | drop
+    ratelimit_action: str = Action.REFUSED  # refused | drop
     shutdown_grace: float = 3.0
     events: str = "-"  # block event log: "-" for stdout, a path, or "" to disable
     log_level: str = "INFO"
@@ -86,7 +86,7 @@ _TABLES = {
     "export": {"origin": "export_origin", "clients": "export_clients"},
 }  # fmt: skip
 _TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
-        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight"}  # fmt: skip
+        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight", "state_dir"}  # fmt: skip
 
 
 def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
@@ -103,7 +103,7 @@ def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
         ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         if host != "localhost":
-            raise ConfigError(f"bad address {text!r}: expected an IP address, e.g. 127.0.0.1:8053 or [::1]:8053")
+            raise ConfigError(f"bad address {text!r}: expected an IP address, e.g. 127.0.0.1:8053 or [::1]:8053") from None
     if host == "localhost":
         host = "127.0.0.1"
     try:
@@ -180,17 +180,17 @@ def _build(values: dict[str, Any], path: str | None) -> Config:
     if not cfg.listen:
         cfg = replace(cfg, listen=tuple(parse_endpoint(x) for x in DEFAULT_LISTEN))
     for key, value, allowed in (
-        ("typo_action", cfg.typo_action, ("nxdomain", "sink", "refused", "log-only")),
-        ("ratelimit_action", cfg.ratelimit_action, ("refused", "drop")),
+        ("typo_action", cfg.typo_action, TYPO_ACTIONS),
+        ("ratelimit_action", cfg.ratelimit_action, RATELIMIT_ACTIONS),
         ("log_level", cfg.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
     ):
         if value not in allowed:
             raise _KeyError(key, f"{value!r} is not one of {', '.join(allowed)}")
     for domain, action in cfg.domain_actions.items():
-        if action not in ("nxdomain", "sink", "refused", "log-only"):
-            raise _KeyError("domains", f"{domain}: action {action!r} is not one of nxdomain, sink, refused, log-only")
+        if action not in TYPO_ACTIONS:
+            raise _KeyError("domains", f"{domain}: action {action!r} is not one of {', '.join(TYPO_ACTIONS)}")
     for cls, mode in cfg.typo_classes.items():
-        if mode not in ("block", "log-only"):
+        if mode not in tuple(TypoPolicy):
             raise _KeyError("classes", f"{cls}: {mode!r} is not block or log-only")
     for qtype in cfg.typo_qtypes:
         if qtype.upper() not in QTYPE_NUMBERS:

@@ -11,7 +11,7 @@ import sys
 import time
 
 from . import wire
-from .metrics import QTYPES
+from .codes import QTYPES, Action, Verdict
 
 blocks = logging.getLogger("resolverguard.blocks")
 _listener: logging.handlers.QueueListener | None = None
@@ -58,7 +58,7 @@ def emit_block(query: wire.Query, decision) -> None:
         "qname": query.qname,
         "qtype": QTYPES.get(query.qtype, str(query.qtype)),
         "transport": "tcp" if query.tcp else "udp",
-        "action": "log-only" if decision.outcome == "logged_typo" else decision.action,
+        "action": Action.LOG_ONLY if decision.outcome == Verdict.LOGGED_TYPO else decision.action,
         "outcome": decision.outcome,
         "protected": typo.protected if typo else None,
         "class": typo.typo_class if typo else None,

@@ -9,28 +9,21 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from . import __version__
+from .codes import OTHER_QTYPE, QTYPES, RPZ_ACTIONS, Action, Outcome, Qtype, Rcode, rcode_name
 
-OUTCOMES = (
-    "forwarded", "cached", "stale", "blocked_typo", "blocked_override", "refused", "ratelimited", "servfail",
-    "formerr", "notimp", "dropped", "any_minimal", "transfer",
-)  # fmt: skip
-RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other", "none")
-QTYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR", 5: "CNAME", 2: "NS", 6: "SOA", 33: "SRV", 65: "HTTPS",
-          255: "ANY"}  # fmt: skip
+OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry an outcome metrics lack
+RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
-UPSTREAM_RESULTS = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "other")
 UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
-RPZ_ACTIONS = ("nxdomain", "nodata", "drop", "tcp-only", "local-data", "passthru")
 DECLARE_DOMAINS_MAX = 50  # pre-declared typo series per protected domain: 18 classes x actions x 3 qtypes
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
-_RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
-def rcode_label(reply: bytes | None) -> str:
+def rcode_label(reply: bytes | None) -> Rcode:
     if not reply or len(reply) < 4:
-        return "none"
-    return _RCODE_NAMES.get(reply[3] & 0xF, "other")
+        return Rcode.NONE
+    return rcode_name(reply[3] & 0xF)
 
 
 class Metrics:
@@ -53,6 +46,10 @@ class Metrics:
         self.typo_would_block = Counter(
             "resolverguard_typo_would_block_total", "Typo-neighbour lookups let through in log-only mode",
             ["protected_domain", "typo_class", "qtype"], registry=r,
+        )  # fmt: skip
+        self.typo_learned_labels = Gauge(
+            "resolverguard_typo_learned_labels", "Second-level labels learned under protected whole TLDs (mil)",
+            registry=r, multiprocess_mode="max",
         )  # fmt: skip
         self.rpz_hits = Counter("resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"], registry=r)
         self.upstream_duration = Histogram(
@@ -108,11 +105,11 @@ class Metrics:
             for rcode in RCODES:
                 self._responses[outcome, rcode] = self.responses.labels(outcome, rcode)
         self._queries = {
-            (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*QTYPES.values(), "other")
+            (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*Qtype, OTHER_QTYPE)
         }
 
     def declare_policy(self, protected: Iterable[str], typo_classes: Iterable[str], zones: Iterable[str],
-                       actions: Iterable[str] = ("nxdomain",), qtypes: Iterable[str] = ("A", "AAAA", "MX")) -> None:  # fmt: skip
+                       actions: Iterable[str] = (Action.NXDOMAIN,), qtypes: Iterable[str] = (Qtype.A, Qtype.AAAA, Qtype.MX)) -> None:  # fmt: skip
         """Create the series that depend on configuration, so dashboards show 0 rather than no data.
 
         Per protected domain that is classes x actions x qtypes series; beyond DECLARE_DOMAINS_MAX domains
@@ -125,7 +122,7 @@ class Metrics:
                 for qtype in types:
                     self.typo_would_block.labels(domain, cls, qtype)
                     for action in acts:
-                        if action != "log-only":
+                        if action != Action.LOG_ONLY:
                             self.typo_blocks.labels(domain, cls, action, qtype)
         for zone in zones:
             self.rules.labels(zone)
@@ -138,11 +135,11 @@ class Metrics:
             self.upstream_up.labels(name).set(float("nan"))  # unknown until the first exchange says up or down
             for kind in UPSTREAM_ERRORS:
                 self.upstream_errors.labels(name, kind)
-            for rcode in ("NOERROR", "NXDOMAIN", "SERVFAIL"):
+            for rcode in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.SERVFAIL):
                 self.upstream_responses.labels(name, rcode)
 
     def query(self, transport: str, qtype: int) -> None:
-        self._queries[transport, QTYPES.get(qtype, "other")].inc()
+        self._queries[transport, QTYPES.get(qtype, OTHER_QTYPE)].inc()
 
     def response(self, outcome: str, reply: bytes | None, seconds: float) -> None:
         self._responses[outcome, rcode_label(reply)].inc()

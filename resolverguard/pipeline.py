@@ -11,10 +11,12 @@ from typing import Protocol
 
 from . import answers, wire
 from .cache import Cache
+from .codes import OTHER_QTYPE, QTYPES, Action, Outcome, Verdict
 from .errors import UpstreamError
 from .events import emit_block
-from .metrics import Metrics, QTYPES
+from .metrics import Metrics
 from .policy import FORWARD, Decision, Policy
+from .typo import learned as typo_learned
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -22,10 +24,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Answer:
-    """A stage's reply: bytes to send (None: send nothing) and the outcome recorded in metrics."""
+    """A stage's reply: bytes to send (None: send nothing) and the outcome recorded in metrics.
+
+    The outcome is an Outcome member (checked here, while the query is still inside the server's try), and
+    metrics pre-declare every member: recording it after the reply went out cannot fail.
+    """
 
     reply: bytes | None
-    outcome: str
+    outcome: Outcome
+
+    def __post_init__(self) -> None:
+        if type(self.outcome) is not Outcome:
+            self.outcome = Outcome(self.outcome)  # ValueError for a word metrics do not know
 
 
 class Stage(Protocol):
@@ -62,7 +72,7 @@ class Access:
     def handle(self, query: wire.Query) -> Answer | None:
         if self.allowed(query.client):
             return None
-        return Answer(wire.reply_for(query, wire.REFUSED), "refused")
+        return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
 
 
 class RateLimit:
@@ -70,11 +80,18 @@ class RateLimit:
 
     name = "ratelimit"
 
-    def __init__(self, qps: float, burst: float, exempt: Sequence[str], action: str, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        qps: float,
+        burst: float,
+        exempt: Sequence[str],
+        action: str,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.qps, self.burst = qps, max(burst, qps)
         self.exempt = Access(exempt)
-        self.drop = action == "drop"
+        self.drop = action == Action.DROP
         self.metrics, self.clock = metrics, clock
         self.buckets: dict[str, tuple[float, float]] = {}
 
@@ -91,7 +108,7 @@ class RateLimit:
             return None
         self.buckets[query.client] = (tokens, now)
         self.metrics.ratelimited.inc()
-        return Answer(None if self.drop else wire.reply_for(query, wire.REFUSED), "ratelimited")
+        return Answer(None if self.drop else wire.reply_for(query, wire.REFUSED), Outcome.RATELIMITED)
 
 
 class Sanity:
@@ -102,13 +119,20 @@ class Sanity:
 
     def handle(self, query: wire.Query) -> Answer | None:
         if query.qtype == wire.ANY:
-            return Answer(wire.reply_for(query, 0, self.HINFO, (1, 0, 0)), "any_minimal")
+            return Answer(wire.reply_for(query, 0, self.HINFO, (1, 0, 0)), Outcome.ANY_MINIMAL)
         if query.qtype in (251, 252) and not query.tcp:  # IXFR, AXFR need TCP
-            return Answer(wire.reply_for(query, wire.REFUSED), "refused")
+            return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
         return None
 
 
 _FORWARDED: tuple[Decision, None, None] = (FORWARD, None, None)
+# The verdicts that answer the query themselves (the others forward it), and the outcome they count as.
+_BLOCKED = {Verdict.BLOCKED_TYPO: Outcome.BLOCKED_TYPO, Verdict.BLOCKED_OVERRIDE: Outcome.BLOCKED_OVERRIDE}
+
+
+def _forwards(decision: Decision, query: wire.Query) -> bool:
+    """Whether the query goes on to cache and upstream: forward decisions, and tcp-only ones over TCP."""
+    return decision.action == Action.FORWARD or (decision.action == Action.TCP_ONLY and query.tcp)
 
 
 class PolicyStage:
@@ -119,18 +143,20 @@ class PolicyStage:
     def __init__(self, current: Callable[[], Policy], sink: answers.Sink, metrics: Metrics) -> None:
         self.current, self.sink, self.metrics = current, sink, metrics
         self.policy: Policy | None = None
+        self.learned = 0  # the guard's learned-label count the memo was filled with
         # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
         self.seen: dict[tuple, tuple[Decision, bytes | None, Callable[[], None] | None]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
-        if policy is not self.policy:  # a reload: forget what the old policy decided
-            self.policy, self.seen = policy, {}
+        if policy is not self.policy or policy.guard.learned_count != self.learned:
+            # a reload, or the guard learned a label (dmdc.ml is blocked now): forget the old decisions
+            self.policy, self.seen, self.learned = policy, {}, policy.guard.learned_count
         key = (query.key, query.tcp, query.client if policy.client_dependent else None)
         seen = self.seen.get(key)
         if seen is None:
             decision = policy.decide(query.qname, query.qtype, query.client)
-            forward = decision.action == "forward" or (decision.action == "tcp-only" and query.tcp)
+            forward = _forwards(decision, query)
             reply = None if forward else answers.render(decision, query, self.sink)
             if len(self.seen) > 100_000:
                 self.seen.clear()
@@ -142,21 +168,21 @@ class PolicyStage:
             decision, reply, _ = seen
             if reply is not None:
                 reply = wire.with_id_and_question(reply, query)
-        if decision.outcome == "forwarded":
+        if decision.outcome == Verdict.FORWARDED:
             return None
         if seen[2] is not None:
             seen[2]()
         emit_block(query, decision)
-        if decision.action == "forward" or (decision.action == "tcp-only" and query.tcp):
+        if _forwards(decision, query):
             return None
-        return Answer(reply, decision.outcome)
+        return Answer(reply, _BLOCKED[decision.outcome])
 
     def _counter(self, query: wire.Query, decision: Decision) -> Callable[[], None] | None:
         """The inc() of the counter child this decision counts on (the labels depend only on the key)."""
-        qtype = QTYPES.get(query.qtype, "other")
+        qtype = QTYPES.get(query.qtype, OTHER_QTYPE)
         if decision.typo is not None:
             m = decision.typo
-            if decision.outcome == "logged_typo":
+            if decision.outcome == Verdict.LOGGED_TYPO:
                 return self.metrics.typo_would_block.labels(m.protected, m.typo_class, qtype).inc
             return self.metrics.typo_blocks.labels(m.protected, m.typo_class, decision.action, qtype).inc
         if decision.rpz is not None:
@@ -179,7 +205,7 @@ class CacheStage:
         if reply is None:
             return None
         self._hits()
-        return Answer(reply, "cached")
+        return Answer(reply, Outcome.CACHED)
 
 
 class Forwarder:
@@ -187,8 +213,10 @@ class Forwarder:
 
     name = "forward"
 
-    def __init__(self, pool: UpstreamPool, cache: Cache, metrics: Metrics) -> None:
+    def __init__(self, pool: UpstreamPool, cache: Cache, metrics: Metrics,
+                 on_answer: Callable[[wire.Query, bytes], None] | None = None) -> None:  # fmt: skip
         self.pool, self.cache, self.metrics = pool, cache, metrics
+        self.on_answer = on_answer  # sees every upstream reply (the typo guard learns .mil labels)
 
     async def resolve(self, query: wire.Query) -> Answer:
         try:
@@ -197,12 +225,14 @@ class Forwarder:
             log.debug("all upstreams failed qname=%s error=%s", query.qname, exc)
             stale = self.cache.get(query, stale=True)
             if stale is not None:
-                return Answer(stale, "stale")
-            return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), "servfail")
+                return Answer(stale, Outcome.STALE)
+            return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), Outcome.SERVFAIL)
         reply, stored = self.cache.store(query, reply)
         if stored:
             self.metrics.cache_entries.set(len(self.cache))
-        return Answer(reply, "forwarded")
+        if self.on_answer is not None:
+            self.on_answer(query, reply)
+        return Answer(reply, Outcome.FORWARDED)
 
 
 @dataclass
@@ -219,15 +249,38 @@ class Pipeline:
         return None
 
 
-def build_pipeline(config, current_policy: Callable[[], Policy], cache: Cache, pool: UpstreamPool,
-                   metrics: Metrics) -> Pipeline:  # fmt: skip
+def build_pipeline(
+    config, current_policy: Callable[[], Policy], cache: Cache, pool: UpstreamPool, metrics: Metrics
+) -> Pipeline:
     """The stage order, fixed here and nowhere else."""
     sink = answers.Sink(config.sink_ipv4, config.sink_ipv6 or None, config.sink_mail_host, config.sink_ttl)
     stages: list[Stage] = [Access(config.allow_clients)]  # not an open resolver: outsiders get REFUSED
     if config.ratelimit_qps > 0:  # before any work is spent on a flooding client
-        stages.append(RateLimit(config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt,
-                                config.ratelimit_action, metrics))  # fmt: skip
+        stages.append(
+            RateLimit(
+                config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt, config.ratelimit_action, metrics
+            )
+        )
     stages.append(Sanity())  # ANY and transfers never reach policy or upstreams
     stages.append(PolicyStage(current_policy, sink, metrics))  # overrides win, then the typo detector
     stages.append(CacheStage(cache, metrics))  # only what policy lets through is served from cache
-    return Pipeline(tuple(stages), Forwarder(pool, cache, metrics))  # forward: the only async stage
+    learn = Learner(current_policy, metrics, typo_learned.path_in(config.state_dir))
+    return Pipeline(tuple(stages), Forwarder(pool, cache, metrics, learn))  # forward: the only async stage
+
+
+class Learner:
+    """Teach the typo guard the second-level labels of answered names under protected whole TLDs."""
+
+    def __init__(self, current_policy: Callable[[], Policy], metrics: Metrics, path: str | None) -> None:
+        self.current_policy, self.metrics, self.path = current_policy, metrics, path
+
+    def __call__(self, query: wire.Query, reply: bytes) -> None:
+        """Learn from a NOERROR reply with answers (mail.dmdc.mil -> dmdc); never from NXDOMAIN or NODATA."""
+        if len(reply) < 12 or reply[3] & 0xF != 0 or reply[6:8] == b"\0\0":
+            return
+        guard = self.current_policy().guard
+        learned = guard.learn(query.qname)
+        if learned is not None:
+            typo_learned.append(self.path, *learned)
+            self.metrics.typo_learned_labels.set(guard.learned_count)
+            log.info("typo label learned entry=%s label=%s", *learned)

@@ -6,19 +6,19 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .codes import QTYPE_NUMBERS, Action, Qtype, TypoPolicy, Verdict
 from .rpz import PolicyTable, RpzHit
 from .typo import TypoGuard, TypoMatch
 
-DEFAULT_TYPO_QTYPES = frozenset({1, 28, 15})  # A, AAAA, MX
-TYPO_ACTIONS = ("nxdomain", "sink", "refused", "log-only")
+DEFAULT_TYPO_QTYPES = frozenset(QTYPE_NUMBERS[q] for q in (Qtype.A, Qtype.AAAA, Qtype.MX))
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one query. action "forward" lets it through (passthru and log-only included)."""
 
-    action: str  # forward | nxdomain | nodata | sink | refused | drop | tcp-only | local-data
-    outcome: str  # blocked_typo | blocked_override (metrics outcomes), or forwarded | passthru | logged_typo
+    action: str  # an Action: forward | nxdomain | nodata | sink | refused | drop | tcp-only | local-data
+    outcome: Verdict
     typo: TypoMatch | None = None
     rpz: RpzHit | None = None
 
@@ -32,7 +32,7 @@ class Decision:
         return ""
 
 
-FORWARD = Decision("forward", "forwarded")
+FORWARD = Decision(Action.FORWARD, Verdict.FORWARDED)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Policy:
 
     table: PolicyTable
     guard: TypoGuard
-    typo_action: str = "nxdomain"
+    typo_action: str = Action.NXDOMAIN
     domain_actions: Mapping[str, str] = field(default_factory=dict)  # protected domain -> action
     typo_qtypes: frozenset[int] = DEFAULT_TYPO_QTYPES
     generation: int = 0
@@ -57,18 +57,18 @@ class Policy:
         addr = _address(client) if self.client_dependent else None  # parse the address only if a rule asks
         hit = self.table.lookup(qname, addr)
         if hit is not None:
-            if hit.action == "passthru":
-                return Decision("forward", "passthru", rpz=hit)
-            return Decision(hit.action, "blocked_override", rpz=hit)
+            if hit.action == Action.PASSTHRU:
+                return Decision(Action.FORWARD, Verdict.PASSTHRU, rpz=hit)
+            return Decision(hit.action, Verdict.BLOCKED_OVERRIDE, rpz=hit)
         if qtype not in self.typo_qtypes:
             return FORWARD
         match = self.guard.find_neighbour(qname)
         if match is None:
             return FORWARD
         action = self.domain_actions.get(match.protected, self.typo_action)
-        if action == "log-only" or match.policy == "log-only":
-            return Decision("forward", "logged_typo", typo=match)
-        return Decision(action, "blocked_typo", typo=match)
+        if action == Action.LOG_ONLY or match.policy == TypoPolicy.LOG_ONLY:
+            return Decision(Action.FORWARD, Verdict.LOGGED_TYPO, typo=match)
+        return Decision(action, Verdict.BLOCKED_TYPO, typo=match)
 
 
 def _address(client: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

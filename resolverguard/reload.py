@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
-from .typo import TYPO_CLASSES, TypoGuard, load_domain_list
+from .typo import TYPO_CLASSES, TypoGuard, learned, load_domain_list
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
                           + ", ".join(TYPO_CLASSES))  # fmt: skip
     try:
         guard = TypoGuard.build(protect, allow, class_policy=cfg.typo_classes,
-                                tld_second_level=cfg.tld_second_level or None)  # fmt: skip
+                                tld_second_level=cfg.tld_second_level or None,
+                                learned=learned.load(learned.path_in(cfg.state_dir)))  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"{cfg.config_path or 'config'}: {exc}") from None
     return Policy(
@@ -77,6 +78,7 @@ class PolicyHolder:
         self.metrics.declare_policy(sorted(policy.guard.protected), TYPO_CLASSES, policy.table.rule_count,
                                     sorted(actions), qtypes)  # fmt: skip
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
+        self.metrics.typo_learned_labels.set(policy.guard.learned_count)
         log.info("policy loaded generation=%d protected=%d override_rules=%d", policy.generation,
                  len(policy.guard.protected), sum(policy.table.rule_count.values()))  # fmt: skip
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import wire
+from .codes import rcode_name
 from .errors import BadUpstreamReply, ForwardingLoop, UpstreamError, UpstreamRefused, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -149,10 +150,10 @@ class UpstreamPool:
                 reply = await self._exchange(upstream, query, budget, edns=True)
                 rcode = reply[3] & 0xF
                 if rcode in (wire.FORMERR, wire.NOTIMP) and query.edns:  # an upstream without EDNS: ask plainly
-                    self.observe(upstream, _rcode_name(rcode), self.clock() - started)
+                    self.observe(upstream, rcode_name(rcode), self.clock() - started)
                     reply = await self._exchange(upstream, query, max(0.05, end - loop.time()), edns=False)
                     rcode = reply[3] & 0xF
-            except (asyncio.TimeoutError, TimeoutError, UpstreamTimeout):
+            except (TimeoutError, UpstreamTimeout):  # asyncio.TimeoutError is TimeoutError since 3.11
                 last = UpstreamTimeout(upstream.name)
                 self._failed(upstream, "timeout", started)
                 continue
@@ -170,7 +171,7 @@ class UpstreamPool:
                 self._failed(upstream, "error", started)
                 continue
             self._answered(upstream)
-            self.observe(upstream, _rcode_name(rcode), self.clock() - started)
+            self.observe(upstream, rcode_name(rcode), self.clock() - started)
             if rcode == wire.REFUSED:  # a forwarder's reason to fail over, not an answer for the client
                 last = UpstreamRefused(f"{upstream.name}: REFUSED")
                 given_up.add(id(upstream))
@@ -249,7 +250,7 @@ class UpstreamPool:
                     try:
                         reply = await asyncio.wait_for(asyncio.shield(exchange.future), min(wait, left))
                         break
-                    except (asyncio.TimeoutError, TimeoutError):
+                    except TimeoutError:
                         if end - loop.time() <= 0.01:
                             raise UpstreamTimeout(upstream.name) from None
                         sock.sendto(sent, peer)  # the same datagram: a late reply to the first still counts
@@ -280,13 +281,6 @@ class UpstreamPool:
             raise BadUpstreamReply(f"{upstream.name}: connection closed") from exc
         finally:
             writer.close()
-
-
-_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
-
-def _rcode_name(rcode: int) -> str:
-    return _RCODES.get(rcode, "other")
 
 
 def from_resolv_conf(path: str = "/etc/resolv.conf") -> list[Upstream]:

@@ -368,10 +368,6 @@ def frame(msg: bytes) -> bytes:
     return _U16.pack(len(msg)) + msg
 
 
-def with_id(msg: bytes, qid: int) -> bytes:
-    return _U16.pack(qid) + msg[2:]
-
-
 def reply_matches(reply: bytes, sent: bytes, qend: int) -> bool:
     """An upstream reply answers what we sent: same ID, QR set, identical question octets.
 

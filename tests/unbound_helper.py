@@ -20,7 +20,6 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
-
 from fakes import free_port
 from realprog import require_program
 

@@ -6,13 +6,11 @@ from collections.abc import Iterable
 
 from resolverguard import names
 from resolverguard.typo import lists
-from resolverguard.typo.classify import KEYBOARD, VOWELS, edits1
+from resolverguard.typo.classify import edits1
+from resolverguard.typo.families import LABEL_FAMILIES
 from resolverguard.typo.match import TYPO_CLASSES
 
 DEFAULT_SWAP_TLDS = ("biz", "co", "com", "info", "io", "me", "net", "online", "org", "site", "top", "xyz")
-_ASCII_LOOKALIKES = (("o", "0"), ("0", "o"), ("l", "1"), ("1", "l"), ("i", "1"), ("l", "i"), ("i", "l"),
-                     ("m", "rn"), ("rn", "m"), ("w", "vv"), ("d", "cl"), ("cl", "d"))
-_CYRILLIC = {"a": "а", "c": "с", "e": "е", "i": "і", "j": "ј", "o": "о", "p": "р", "s": "ѕ", "x": "х", "y": "у"}
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -24,42 +22,12 @@ def _valid(name: str) -> bool:
         return False
 
 
-def _punycode(text: str) -> str:
-    """The xn-- form of a lowercase Unicode label."""
-    return "xn--" + text.encode("punycode").decode("ascii")
-
-
 def _label_variants(label: str) -> dict[str, set[str]]:
-    """One-edit and look-alike variants of one ASCII label, by class."""
-    n = len(label)
+    """The variants of one ASCII label by class, from each label family's generator (typo/families.py)."""
     out: dict[str, set[str]] = {c: set() for c in TYPO_CLASSES}
-    out["omission"] = {label[:i] + label[i + 1:] for i in range(n)}
-    out["repetition"] = {label[:i] + c + label[i:] for i, c in enumerate(label)}
-    out["transposition"] = {label[:i] + label[i + 1] + label[i] + label[i + 2:] for i in range(n - 1)}
-    out["addition"] = {label + c for c in _ALNUM}
-    out["hyphenation"] = {label[:i] + "-" + label[i:] for i in range(1, n)}
-    out["plural"] = {label[:i + 1] + ("es" if label[i] in "sxz" else "s") + label[i + 1:] for i in range(2, n - 2)}
-    for i, c in enumerate(label):
-        near = KEYBOARD.get(c, frozenset())
-        out["replacement"] |= {label[:i] + r + label[i + 1:] for r in near}
-        if i < n - 1:
-            out["insertion"] |= {label[:i] + r + label[i:] for r in near} | {label[:i + 1] + r + label[i + 1:] for r in near}
-        if c in VOWELS:
-            out["vowel_swap"] |= {label[:i] + v + label[i + 1:] for v in VOWELS}
-        for bit in range(8):
-            flipped = chr(ord(c) ^ (1 << bit))
-            if flipped in _ALNUM or flipped == "-":
-                out["bitsquatting"].add(label[:i] + flipped + label[i + 1:])
-        if c in _CYRILLIC:
-            out["idn_homoglyph"].add(_punycode(label[:i] + _CYRILLIC[c] + label[i + 1:]))
-    for old, new in _ASCII_LOOKALIKES:
-        start = label.find(old)
-        while start != -1:
-            out["homoglyph"].add(label[:start] + new + label[start + len(old):])
-            start = label.find(old, start + 1)
-    whole = "".join(_CYRILLIC.get(c, c) for c in label)
-    if all(c != w for c, w in zip(label, whole)):
-        out["idn_homoglyph"].add(_punycode(whole))
+    for family in LABEL_FAMILIES:
+        for typo_class, found in family().variants(label).items():
+            out[typo_class] |= found
     return out
 
 

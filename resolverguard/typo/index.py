@@ -5,43 +5,36 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
-from itertools import combinations
 
 from rapidfuzz.distance import Levenshtein
 
 from resolverguard import names
+from resolverguard.typo import learned as learned_mod
 from resolverguard.typo import lists, skeleton
-from resolverguard.typo.classify import classify_edit, edits1
-from resolverguard.typo.match import TYPO_CLASSES, TypoMatch, resolve_policy
+from resolverguard.typo.classify import edits1
+from resolverguard.typo.families import LABEL_FAMILIES
+from resolverguard.typo.family import HashSet, LabelFamily, deletions1
+from resolverguard.typo.match import TypoMatch, resolve_policy
+from resolverguard.typo.twoedits import TWO_EDIT_LENGTH  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger(__name__)
 
 MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected names are shallow
-MIN_FUZZY_LENGTH = 4  # shorter labels (af, aol) get exact variants only
+MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
+# Suffixes only governments, armed forces and schools can register under (gov.au, mil.za, gouv.fr,
+# go.jp, edu.au; and gov, mil, edu, int): a swap into one is a foreign government, not a squatter.
+RESTRICTED_FIRST_LABELS = frozenset({"gov", "mil", "govt", "gouv", "gob", "go", "gv", "gc", "mod", "edu", "army",
+                                     "navy", "airforce", "police", "parliament", "government"})
+RESTRICTED_TLDS = frozenset({"gov", "mil", "edu", "int"})
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
-_CLASS_RANK = {name: rank for rank, name in enumerate(TYPO_CLASSES)}
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
 
-_Ids = int | tuple[int, ...]
-
-
-def _add(table: dict[str, _Ids], key: str, pid: int) -> None:
-    """Record pid under key; a key shared by several protected names holds a tuple."""
-    old = table.get(key)
-    if old is None:
-        table[key] = pid
-    elif isinstance(old, int):
-        if old != pid:
-            table[key] = (old, pid)
-    elif pid not in old:
-        table[key] = old + (pid,)
-
-
-def _ids(value: _Ids | None) -> tuple[int, ...]:
-    """The protected ids stored under one key."""
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, int) else value
+def _learnable(label: str) -> bool:
+    """True for an LDH label a registry could have delegated (not _dmarc, not a wildcard, not empty)."""
+    try:
+        return names.normalise(label) == label
+    except ValueError:
+        return False
 
 
 def _valid_suffix(text: str) -> bool:
@@ -69,14 +62,15 @@ class TypoGuard:
         self._established: frozenset[str] = frozenset()
         self._domains: frozenset[str] = frozenset()  # protected domain entries (not suffixes)
         self._second_level: dict[str, frozenset[str]] = {}  # protected suffix entry -> known labels
+        self._learned: dict[str, set[str]] = {}  # suffix entry -> labels learned from upstream answers
+        self._learned_count = 0
         self._names: list[str] = []  # pid -> protected domain
         self._labels: list[str] = []  # pid -> its leftmost label (ASCII, or Unicode if IDN)
-        self._edit: dict[str, dict[str, _Ids]] = {}  # suffix -> label and its deletions -> pids
-        self._loose: dict[str, dict[str, _Ids]] = {}  # suffix -> loose skeletons -> pids
-        self._strong: dict[str, dict[str, _Ids]] = {}  # suffix -> strong skeleton -> pids (short labels)
+        self._compiled = False  # the compiled prefilters (typo/_probe.c) are in use
+        self._families: list[LabelFamily] = []  # the label-level families (typo/families.py), in match order
         self._typo_suffix: dict[str, tuple[str, ...]] = {}  # ml -> (mil,)
-        self._indexed_suffixes: frozenset[str] = frozenset()  # suffixes with edit/skeleton tables
-        self._tables: dict[str, tuple] = {}  # suffix -> (edit, loose, strong) tables, one lookup per level
+        self._indexed_suffixes: frozenset[str] = frozenset()  # suffixes with a label-family table
+        self._tables: dict[str, tuple] = {}  # suffix -> ((family, its table), ...), one lookup per level
         self._join_rest: frozenset[str] = frozenset()  # what follows the first label of a protected name
         self._first_labels: frozenset[str] = frozenset()  # first labels of protected names
         self._psl_exceptions: frozenset[str] = frozenset()  # "!www.ck" -> www.ck
@@ -87,6 +81,7 @@ class TypoGuard:
         self._swap: dict[str, str] = {}  # label -> protected domain, for tld_swap and dictionary
         self._psl_rules: frozenset[str] = names.psl_rules()
         self._words: frozenset[str] = frozenset()
+        self._restricted: frozenset[str] = frozenset()  # gov.au, mil.za, ...: no tld_swap or dictionary
         self._word_ends: tuple[str, ...] = ()
         self._word_lengths: tuple[int, ...] = ()
         self.find_neighbour = self._find  # replaced by a cached version in build()
@@ -99,7 +94,9 @@ class TypoGuard:
         *,
         class_policy: Mapping[str, str] | None = None,
         tld_second_level: Mapping[str, Iterable[str]] | None = None,
+        learned: Mapping[str, Iterable[str]] | None = None,
         cache_size: int = 65536,
+        compiled: bool = True,
     ) -> TypoGuard:
         """Compile the index; ValueError on an invalid name, ConfigError on a bad class policy."""
         guard = cls()
@@ -113,18 +110,25 @@ class TypoGuard:
         guard._word_lengths = tuple(sorted({len(w) for w in guard._words}))
         guard._word_ends = tuple(sorted(guard._words))
         extra = {names.normalise(k): {names.normalise(v) for v in vs} for k, vs in (tld_second_level or {}).items()}
-        exact_only = lists.exact_only_labels()
 
         suffixes: set[str] = set()
         domains = []
-        loose_keys: list[tuple[str, int, str]] = []
+        guard._compiled = HashSet is not None and compiled
+        families = guard._families = [family(guard._compiled) for family in LABEL_FAMILIES]
         for entry in entries:
             if names.is_public_suffix(entry):
                 known = set(extra.get(entry, ()))
                 if entry == "mil":
                     known |= lists.mil_second_level()
-                guard._second_level[entry] = frozenset(known)
+                new = {label for label in (learned or {}).get(entry, ()) if label not in known}
+                new = set(sorted(new)[:max(0, learned_mod.MAX_LEARNED - guard._learned_count)])
+                if new:
+                    guard._learned[entry] = new
+                    guard._learned_count += len(new)
+                guard._second_level[entry] = frozenset(known | new)
                 suffixes.add(entry)
+                if "." in entry:  # gov.uk: also the label gov under uk (gvo.uk, gov0.uk, govuk.com)
+                    domains.append(entry)
             else:
                 domains.append(entry)
         guard._domains = frozenset(domains)
@@ -136,25 +140,18 @@ class TypoGuard:
             guard._names.append(domain)
             guard._labels.append(text)
             folded = skeleton.fold(text)
-            fuzzy = len(text) >= MIN_FUZZY_LENGTH and text not in exact_only and folded.isascii()
             is_registrable = names.is_public_suffix(suffix)
             if is_registrable:
                 suffixes.add(suffix)
-            if not fuzzy:
-                _add(guard._strong.setdefault(suffix, {}), skeleton.strong(folded), pid)
-            else:
-                loose_keys.append((suffix, pid, skeleton.loose(folded)))
-                if text.isascii():
-                    table = guard._edit.setdefault(suffix, {})
-                    _add(table, text, pid)
-                    for i in range(len(text)):
-                        _add(table, text[:i] + text[i + 1:], pid)
-                if is_registrable:
-                    guard._swap.setdefault(text, domain)
+            for family in families:  # every label, short and common words too: established data keeps
+                family.add(pid, text, folded, suffix)  # the real neighbours out
+            if is_registrable and folded.isascii():
+                guard._swap.setdefault(text, domain)
             if text.isascii():
                 guard._add_combos(label, suffix, domain)
 
-        guard._add_skeletons(loose_keys)
+        for family in families:
+            family.finish()
         for suffix_entry, known in guard._second_level.items():
             for label in sorted(known):
                 guard._add_combos(label, suffix_entry, f"{label}.{suffix_entry}")
@@ -163,40 +160,55 @@ class TypoGuard:
             for typo in _suffix_typos(suffix):
                 typo_suffix.setdefault(typo, set()).add(suffix)
         guard._typo_suffix = {k: tuple(sorted(v)) for k, v in typo_suffix.items()}
-        guard._indexed_suffixes = frozenset(guard._edit) | frozenset(guard._loose) | frozenset(guard._strong)
-        guard._tables = {s: (guard._edit.get(s), guard._loose.get(s), guard._strong.get(s))
-                         for s in guard._indexed_suffixes}  # fmt: skip
+        guard._indexed_suffixes = frozenset().union(*(family.tables for family in families))
+        guard._tables = {s: tuple((f, f.tables[s]) for f in families if s in f.tables) for s in guard._indexed_suffixes}
         guard._join_rest = frozenset(d.split(".", 1)[1] for d in guard._domains) | frozenset(guard._second_level)
         guard._first_labels = frozenset(d.split(".", 1)[0] for d in guard._domains).union(*guard._second_level.values())
         rules = guard._psl_rules
         guard._psl_exceptions = frozenset(r[1:] for r in rules if r.startswith("!"))
         guard._psl_wild = frozenset(r[2:] for r in rules if r.startswith("*."))
+        guard._restricted = RESTRICTED_TLDS | frozenset(
+            r for r in rules if "." in r and r[0] not in "*!" and r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS)
         guard._word_heads = frozenset(w[:2] for w in guard._words)
         guard._word_tails = frozenset(w[-2:] for w in guard._words)
         if cache_size > 0:
             guard.find_neighbour = functools.lru_cache(maxsize=cache_size)(guard._find)
-        log.info("typo index built protected=%d suffix_entries=%d edit_keys=%d skeleton_keys=%d",
-                 len(entries), len(guard._second_level), sum(map(len, guard._edit.values())),
-                 sum(map(len, guard._loose.values())))
+        log.info("typo index built protected=%d suffix_entries=%d families=%s", len(entries),
+                 len(guard._second_level), ",".join(type(f).__name__ for f in families))
         return guard
 
-    def _add_skeletons(self, keys: list[tuple[str, int, str]]) -> None:
-        """Index each loose skeleton p with F(p) and F(F(p)), so a query looks up its own skeleton once.
+    @property
+    def learned_count(self) -> int:
+        """How many second-level labels this guard learned (loaded or observed), for the metric."""
+        return self._learned_count
 
-        Look-alikes that change length (cl/d, lb/b, ...) reach a query skeleton q from p in up to two
-        steps; storing every two-step forward rewrite at build time replaces the query's reverse
-        rewrites. Three passes, so a key's first id is the closest look-alike (direct before rewritten).
+    def learn(self, qname: str) -> tuple[str, str] | None:
+        """Learn the second-level label of an answered name under a whole-suffix entry (mail.dmdc.mil).
+
+        Returns (entry, label) when the label is new, else None. Cheap for every other name: one to three
+        dictionary probes. Bounded: after MAX_LEARNED labels nothing more is learned.
         """
-        rules = skeleton.FORWARD_RULES
-        steps = [(suffix, pid, [loose]) for suffix, pid, loose in keys]
-        for step in range(3):
-            for suffix, pid, keys_now in steps:
-                table = self._loose.setdefault(suffix, {})
-                for key in keys_now:
-                    _add(table, key, pid)
-            if step < 2:
-                steps = [(suffix, pid, [r for key in keys_now for r in skeleton.rewrites(key, rules)])
-                         for suffix, pid, keys_now in steps]  # fmt: skip
+        if not self._second_level or not isinstance(qname, str) or self._learned_count >= learned_mod.MAX_LEARNED:
+            return None
+        labels = qname.lower().rstrip(".").split(".")
+        for k in range(min(3, len(labels) - 1), 0, -1):
+            entry = ".".join(labels[-k:])
+            known = self._second_level.get(entry)
+            if known is None:
+                continue
+            label = labels[-k - 1]
+            if label in known or not _learnable(label) or names.is_public_suffix(label + "." + entry):
+                return None
+            self._second_level[entry] = known | {label}
+            self._learned.setdefault(entry, set()).add(label)
+            self._learned_count += 1
+            self._add_combos(label, entry, f"{label}.{entry}")
+            self._first_labels = self._first_labels | {label}
+            clear = getattr(self.find_neighbour, "cache_clear", None)
+            if clear is not None:  # earlier decisions about dmdc.ml are now stale
+                clear()
+            return entry, label
+        return None
 
     def _add_combos(self, label: str, suffix: str, domain: str) -> None:
         """Index armymil / army-mil / modgov style labels for domain."""
@@ -240,7 +252,7 @@ class TypoGuard:
             if found is not None:
                 return self._match(qname, *found)
         indexed, typo_suffix, combo = self._indexed_suffixes, self._typo_suffix, self._combo
-        for i in range(n - 2, low - 1, -1):
+        for i in range(min(n - 2, ps - 1), low - 1, -1):  # a public suffix (gov.ua) cannot be registered
             suffix = parents[i + 1]
             if i != ps - 1 and suffix not in indexed and suffix not in typo_suffix and labels[i] not in combo:
                 continue  # nothing can match at this level: skip the call
@@ -252,8 +264,12 @@ class TypoGuard:
         return None
 
     def _match(self, qname: str, neighbour: str, protected: str, typo_class: str, distance: int) -> TypoMatch:
-        """Wrap a hit with its class policy."""
-        return TypoMatch(qname, neighbour, protected, typo_class, distance, self.policy[typo_class])
+        """Wrap a hit with its class policy, and say whether its label was learned."""
+        learned = False
+        if self._learned:
+            label, _, entry = protected.partition(".")
+            learned = label in self._learned.get(entry, ())
+        return TypoMatch(qname, neighbour, protected, typo_class, distance, self.policy[typo_class], learned)
 
     def _level(self, label: str, suffix: str, registrable: bool) -> tuple[str, str, int] | None:
         """Match one level label.suffix: TLD typo, label edits, look-alikes, combos, swaps."""
@@ -261,60 +277,35 @@ class TypoGuard:
             return None
         protected_suffixes = self._typo_suffix.get(suffix)
         if protected_suffixes is not None:
+            looks = skeleton.strong(label)  # m0d.uk: a look-alike of mod under a typo of gov.uk
             for protected_suffix in protected_suffixes:
-                candidate = label + "." + protected_suffix
-                if candidate in self._domains or label in self._second_level.get(protected_suffix, ()):
-                    return candidate, "tld_typo", Levenshtein.distance(suffix, protected_suffix)
+                known = self._second_level.get(protected_suffix, ())
+                for text in (label, looks) if looks != label else (label,):
+                    candidate = text + "." + protected_suffix
+                    if candidate in self._domains or text in known:
+                        distance = Levenshtein.distance(suffix, protected_suffix) + (text != label)
+                        return candidate, "tld_typo", distance
         if label.startswith("xn--"):
             return self._idn(label, suffix)
         tables = self._tables.get(suffix)
         if tables is not None:
-            edit, loose, strong = tables
-            if edit is not None:
-                # symmetric deletion: the label and its deletions meet a protected label or its deletions
-                keys = list(map("".join, combinations(label, len(label) - 1)))  # C loops: ~30% faster
-                keys.append(label)
-                if not edit.keys().isdisjoint(keys) or "es" in label:
-                    found = self._edits(label, keys, edit)
-                    if found is not None:
-                        return found
-            if loose is not None:
-                value = loose.get(skeleton.loose(label))  # the index holds one- and two-step rewrites
-                if value is not None:
-                    pid = value if isinstance(value, int) else value[0]
-                    return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
-            if strong is not None:
-                value = strong.get(skeleton.strong(label))
-                if value is not None:
-                    pid = value if isinstance(value, int) else value[0]
-                    return self._names[pid], "homoglyph", Levenshtein.distance(label, self._labels[pid])
+            keys = None if self._compiled else deletions1(label)  # with the prefilters: built on demand
+            labels = self._labels
+            for family, table in tables:
+                hit = family.match(table, label, keys, labels)
+                if hit is not None:
+                    return self._names[hit[0]], hit[1], hit[2]
         hit = self._combo.get(label)
+        if hit is None and label.startswith("www") and len(label) > 4:  # wwwarmymil.com, wwwgmail.com
+            rest = label[4:] if label[3] == "-" else label[3:]
+            hit = self._combo.get(rest)
+            if hit is None and rest + "." + suffix in self._domains:
+                hit = rest + "." + suffix, "dot_omission"
         if hit is not None:
             domain, typo_class = hit
             return domain, typo_class, Levenshtein.distance(label + "." + suffix, domain)
         if registrable:
             return self._swap_or_word(label, suffix)
-        return None
-
-    def _edits(self, label: str, keys: list[str], table: dict[str, _Ids]) -> tuple[str, str, int] | None:
-        """One-edit neighbours through the symmetric deletion index (keys: label's deletions and itself)."""
-        pids = {pid for value in map(table.get, keys) if value is not None for pid in _ids(value)}
-        best = None
-        for pid in pids:
-            typo_class = classify_edit(label, self._labels[pid])
-            if typo_class is not None:
-                rank = (_CLASS_RANK[typo_class], self._names[pid])
-                if best is None or rank < best[0]:
-                    best = rank, (self._names[pid], typo_class, 1)
-        if best is not None:
-            return best[1]
-        start = label.find("es", 3)
-        while start != -1:  # plural with "es" after s, x or z: protonsmail -> protonsesmail
-            if label[start - 1] in "sxz":
-                for pid in _ids(table.get(label[:start] + label[start + 2:])):
-                    if self._labels[pid] == label[:start] + label[start + 2:]:
-                        return self._names[pid], "plural", 2
-            start = label.find("es", start + 1)
         return None
 
     def _idn(self, label: str, suffix: str) -> tuple[str, str, int] | None:
@@ -326,23 +317,22 @@ class TypoGuard:
         if text is None:
             return None
         folded = skeleton.fold(text)
-        if not folded.isascii():
-            return None
-        _, loose, strong = tables
-        if loose is not None:
-            value = loose.get(skeleton.loose(folded))
-            if value is not None:
-                pid = value if isinstance(value, int) else value[0]
-                return self._names[pid], "idn_homoglyph", Levenshtein.distance(text, self._labels[pid])
-        if strong is not None:
-            value = strong.get(skeleton.strong(folded))
-            if value is not None:
-                pid = value if isinstance(value, int) else value[0]
-                return self._names[pid], "idn_homoglyph", Levenshtein.distance(text, self._labels[pid])
+        for family, table in tables:
+            hit = family.match_idn(table, text, folded, self._labels)
+            if hit is not None:
+                return self._names[hit[0]], hit[1], hit[2]
         return None
 
     def _swap_or_word(self, label: str, suffix: str) -> tuple[str, str, int] | None:
-        """At the registrable level: the same label under another TLD, or label plus a common word."""
+        """At the registrable level: the same label under another TLD, or label plus a common word; not
+        into another restricted suffix (army.gov.au, army.mil.za: foreign governments register there)."""
+        found = self._swap_or_word_anywhere(label, suffix)
+        if found is not None and suffix in self._restricted and not found[0].endswith("." + suffix):
+            return None
+        return found
+
+    def _swap_or_word_anywhere(self, label: str, suffix: str) -> tuple[str, str, int] | None:
+        """The same label under another TLD, or label plus a common word, whatever the suffix."""
         swap = self._swap
         domain = swap.get(label)
         if domain is not None:
@@ -357,7 +347,7 @@ class TypoGuard:
         words = self._words
         size = len(label)
         for k in self._word_lengths:
-            if k > size - MIN_FUZZY_LENGTH:
+            if k > size - MIN_GLUED_LABEL:
                 break
             if label[-k:] in words and label[:-k] in swap:
                 return swap[label[:-k]], "dictionary", k

@@ -22,10 +22,9 @@ _EXTRA_FOLD = {
 # glyph map, closed under union): o0 l1i 38 69 bd ce gq uv mnr; w is vv, and runs of n collapse (m=rn=nn).
 _LOOSE = str.maketrans("01i36bcgvmr", "oll89dequnn")
 _LOOSE_BYTES = bytes.maketrans(b"01i36bcgvmr", b"oll89dequnn")  # bytes.translate is ~5x faster
-# Look-alikes that change length, written in skeleton letters. FORWARD turns a protected skeleton into
-# an intermediate, REVERSE turns a query skeleton back into one; meeting in the middle covers two steps.
+# Look-alikes that change length, written in skeleton letters: FORWARD turns a protected skeleton into
+# an intermediate (the index stores two forward steps, so no reverse rewrite is needed at query time).
 FORWARD_RULES = (("d", "ld"), ("d", "dl"), ("d", "el"), ("h", "lh"), ("k", "le"), ("el", "d"))
-REVERSE_RULES = tuple((new, old) for old, new in FORWARD_RULES)
 
 
 @functools.cache

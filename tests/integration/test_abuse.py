@@ -18,7 +18,13 @@ import dns.rdatatype
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hostile import (  # noqa: E402
-    SpoofingUpstream, config, query_from, scrape, start_with_metrics, udp_exchange, wait_metric,
+    SpoofingUpstream,
+    config,
+    query_from,
+    scrape,
+    start_with_metrics,
+    udp_exchange,
+    wait_metric,
 )
 
 from resolverguard.config import Config  # noqa: E402

@@ -64,10 +64,10 @@ def test_check_text_output_names_the_protected_domain(tmp_path):
 
 
 def test_check_log_only_class_is_not_blocked(tmp_path):
-    out = _check(tmp_path, "gmail.xyz", "--json")  # tld_swap is log-only by default
-    assert out.returncode == 0
+    out = _check(tmp_path, "gmail-login.com", "--json")  # dictionary is log-only by default (tld_swap blocks
+    assert out.returncode == 0  # since issue 11)
     result = json.loads(out.stdout)
-    assert result["verdict"] == "log-only" and result["class"] == "tld_swap" and result["protected"] == "gmail.com"
+    assert result["verdict"] == "log-only" and result["class"] == "dictionary" and result["protected"] == "gmail.com"
 
 
 def test_check_class_policy_from_config(tmp_path):

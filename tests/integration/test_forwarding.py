@@ -14,8 +14,8 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-
 from fakes import FakeUpstream
+from polling import wait_until
 
 
 def _config(tmp_path, text: str) -> str:
@@ -32,10 +32,13 @@ def test_forwards_mx_and_second_query_is_cached_with_smaller_ttl(upstream, start
     assert first.rcode() == dns.rcode.NOERROR
     assert [r.to_text() for r in first.answer[0]] == ["10 mx.example.mil."]
     assert first.answer[0].ttl == 300
-    time.sleep(1.1)
-    second = guard.query("example.mil", "MX", tcp=tcp)
-    assert [r.to_text() for r in second.answer[0]] == ["10 mx.example.mil."]
-    assert second.answer[0].ttl < 300
+
+    def aged():  # the cached copy, once its TTL has counted down by at least a second
+        reply = guard.query("example.mil", "MX", tcp=tcp)
+        assert [r.to_text() for r in reply.answer[0]] == ["10 mx.example.mil."]
+        return reply if reply.answer[0].ttl < 300 else None
+
+    wait_until(aged, "the cached TTL to decrease", interval=0.1)
     assert upstream.count("example.mil") == 1
 
 
@@ -182,6 +185,10 @@ def test_tcp_pipelining_out_of_order(upstream, start_guard):
     assert got[1].answer[0][0].to_text() == "192.0.2.1"
 
 
+def _frame(wire: bytes) -> bytes:
+    return struct.pack("!H", len(wire)) + wire
+
+
 def _read_frame(s: socket.socket) -> dns.message.Message:
     size = struct.unpack("!H", _exact(s, 2))[0]
     return dns.message.from_wire(_exact(s, size))
@@ -201,13 +208,14 @@ def test_tcp_idle_timeout_and_connection_cap(tmp_path, upstream, start_guard):
     upstream.on("x.example", "A", "x.example. 300 A 192.0.2.3")
     cfg = _config(tmp_path, "[tcp]\nidle_timeout = 0.5\nmax_connections = 3\n")
     guard = start_guard("--config", cfg, "--upstream", upstream.address)
-    idle = socket.create_connection((guard.host, guard.port), timeout=3)
-    time.sleep(1.0)
-    assert idle.recv(10) == b""  # closed by the guard
+    idle = socket.create_connection((guard.host, guard.port), timeout=30)
+    assert idle.recv(10) == b""  # blocks until the guard closes it (the 30 s socket timeout is the deadline)
     idle.close()
     # at the cap, a new client still gets served: the longest-idle connection makes room
-    held = [socket.create_connection((guard.host, guard.port)) for _ in range(3)]
-    time.sleep(0.1)
+    held = [socket.create_connection((guard.host, guard.port), timeout=5) for _ in range(3)]
+    for s in held:  # one answered query each: the guard has taken every connection in
+        s.sendall(_frame(dns.message.make_query("x.example", "A").to_wire()))
+        assert _read_frame(s).answer[0][0].to_text() == "192.0.2.3"
     assert guard.query("x.example", "A", tcp=True).answer[0][0].to_text() == "192.0.2.3"
     closed = 0
     for s in held:
@@ -235,7 +243,7 @@ def test_sigterm_finishes_in_flight_queries_and_exits_zero(upstream, start_guard
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(5)
     sock.sendto(dns.message.make_query("inflight.example", "A").to_wire(), (guard.host, guard.port))
-    time.sleep(0.2)
+    wait_until(lambda: upstream.count("inflight.example") == 1, "the query to reach the upstream")
     guard.proc.terminate()
     reply = dns.message.from_wire(sock.recv(4096))
     assert reply.answer[0][0].to_text() == "192.0.2.5"
@@ -253,8 +261,9 @@ def test_sigterm_finishes_in_flight_queries_and_exits_zero(upstream, start_guard
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path, argv, expected):
-    out = subprocess.run([sys.executable, "-m", "resolverguard", *argv], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "resolverguard", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=30
+    )
     assert out.returncode == 2
     assert expected in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
@@ -265,14 +274,19 @@ def test_user_errors_are_one_line_exit_2(tmp_path, argv, expected):
     [
         ("timeout = 1.0\nlisten = [\n", "guard.toml:2"),
         ("timeout = 1.0\nfrobnicate = 3\n", "guard.toml:2: unknown key 'frobnicate'"),
-        ("\n\ntimeout = \"soon\"\n", "guard.toml:3: timeout: expected a number"),
+        ('\n\ntimeout = "soon"\n', "guard.toml:3: timeout: expected a number"),
         ('[typo]\naction = "explode"\n', "guard.toml:2: typo_action"),
     ],
 )
 def test_invalid_config_names_file_and_line(tmp_path, text, expected):
     cfg = _config(tmp_path, text)
-    out = subprocess.run([sys.executable, "-m", "resolverguard", "serve", "--config", cfg], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "resolverguard", "serve", "--config", cfg],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

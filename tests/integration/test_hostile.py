@@ -23,10 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fakes import recv_exact  # noqa: E402
 from hostile import (  # noqa: E402
-    REPLIED, EchoUpstream, config, expected_kind, fuzz_message, scrape, seed, start_with_metrics, udp_exchange,
+    REPLIED,
+    EchoUpstream,
+    config,
+    expected_kind,
+    fuzz_message,
+    scrape,
+    seed,
+    start_with_metrics,
+    udp_exchange,
     wait_metric,
 )
-
 
 ROOT = Path(__file__).resolve().parents[2]
 

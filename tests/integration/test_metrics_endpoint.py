@@ -19,6 +19,7 @@ import dns.message
 import dns.rcode
 import pytest
 from fakes import free_port
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from resolverguard import __version__
@@ -43,8 +44,11 @@ def show(k: Key) -> str:
 def scrape(url: str) -> dict[Key, float]:
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (127.0.0.1 only)
         text = resp.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def moved(before: dict[Key, float], after: dict[Key, float]) -> dict[Key, float]:
@@ -123,8 +127,18 @@ def zones(tmp_path) -> Path:
 
 def start(start_guard, upstream, zones: Path, *extra: str):
     port = free_port()
-    guard = start_guard("--upstream", upstream.address, "--metrics", f"127.0.0.1:{port}",
-                        "--protect", "army.mil", "--protect", "gmail.com", *extra, zones=zones)  # fmt: skip
+    guard = start_guard(
+        "--upstream",
+        upstream.address,
+        "--metrics",
+        f"127.0.0.1:{port}",
+        "--protect",
+        "army.mil",
+        "--protect",
+        "gmail.com",
+        *extra,
+        zones=zones,
+    )
     return guard, f"http://127.0.0.1:{port}/metrics"
 
 
@@ -134,24 +148,41 @@ def test_known_series_exist_at_zero_before_any_query(upstream, start_guard, zone
     m = scrape(url)
     up = upstream.address
 
-    zero = [key("resolverguard_responses_total", outcome="blocked_typo", rcode="NXDOMAIN"),
-            key("resolverguard_cache_requests_total"), key("resolverguard_cache_hits_total"),
-            key("resolverguard_cache_entries"), key("resolverguard_ratelimited_total"),
-            key("resolverguard_tcp_rejected_total"), key("resolverguard_internal_errors_total"),
-            key("resolverguard_policy_reloads_total", result="failure"),
-            key("resolverguard_upstream_request_duration_seconds_count", upstream=up)]  # fmt: skip
+    zero = [
+        key("resolverguard_responses_total", outcome="blocked_typo", rcode="NXDOMAIN"),
+        key("resolverguard_cache_requests_total"),
+        key("resolverguard_cache_hits_total"),
+        key("resolverguard_cache_entries"),
+        key("resolverguard_ratelimited_total"),
+        key("resolverguard_tcp_rejected_total"),
+        key("resolverguard_internal_errors_total"),
+        key("resolverguard_policy_reloads_total", result="failure"),
+        key("resolverguard_upstream_request_duration_seconds_count", upstream=up),
+    ]
     zero += [key("resolverguard_responses_total", outcome=o, rcode=r) for o in OUTCOMES for r in RCODES]
     zero += [key("resolverguard_request_duration_seconds_count", outcome=o) for o in OUTCOMES]
-    zero += [key("resolverguard_queries_total", transport=t, qtype=q)
-             for t in TRANSPORTS for q in (*QTYPES.values(), "other")]  # fmt: skip
-    zero += [key("resolverguard_typo_blocks_total", protected_domain=d, typo_class=c, action="nxdomain", qtype=q)
-             for d in ("army.mil", "gmail.com") for c in TYPO_CLASSES for q in ("A", "AAAA", "MX")]  # fmt: skip
-    zero += [key("resolverguard_typo_would_block_total", protected_domain=d, typo_class=c, qtype=q)
-             for d in ("army.mil", "gmail.com") for c in TYPO_CLASSES for q in ("A", "AAAA", "MX")]  # fmt: skip
+    zero += [
+        key("resolverguard_queries_total", transport=t, qtype=q)
+        for t in TRANSPORTS
+        for q in (*QTYPES.values(), "other")
+    ]
+    zero += [
+        key("resolverguard_typo_blocks_total", protected_domain=d, typo_class=c, action="nxdomain", qtype=q)
+        for d in ("army.mil", "gmail.com")
+        for c in TYPO_CLASSES
+        for q in ("A", "AAAA", "MX")
+    ]
+    zero += [
+        key("resolverguard_typo_would_block_total", protected_domain=d, typo_class=c, qtype=q)
+        for d in ("army.mil", "gmail.com")
+        for c in TYPO_CLASSES
+        for q in ("A", "AAAA", "MX")
+    ]
     zero += [key("resolverguard_malformed_total", kind=k) for k in MALFORMED]
     zero += [key("resolverguard_upstream_errors_total", upstream=up, kind=k) for k in UPSTREAM_ERRORS]
-    zero += [key("resolverguard_upstream_responses_total", upstream=up, rcode=r)
-             for r in ("NOERROR", "NXDOMAIN", "SERVFAIL")]  # fmt: skip
+    zero += [
+        key("resolverguard_upstream_responses_total", upstream=up, rcode=r) for r in ("NOERROR", "NXDOMAIN", "SERVFAIL")
+    ]
     zero += [key("resolverguard_rpz_hits_total", zone=ZONE, action=a) for a in ("nxdomain", "passthru", "local-data")]
     missing = [show(k) for k in zero if k not in m]
     assert not missing, f"series not created at start: {missing[:10]} ({len(missing)})"
@@ -173,53 +204,93 @@ def test_each_outcome_moves_its_counters(upstream, start_guard, zones, tmp_path)
     probe, up = Probe(url), upstream.address
 
     assert guard.query("army.mil", "A").rcode() == dns.rcode.NOERROR
-    probe.expect({**counted("forwarded", "NOERROR"),
-                  key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_entries"): 1,
-                  key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (NaN before)
-                  key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
-                  key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("forwarded", "NOERROR"),
+            key("resolverguard_cache_requests_total"): 1,
+            key("resolverguard_cache_entries"): 1,
+            key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (NaN before)
+            key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
+            key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1,
+        }
+    )
 
     assert guard.query("army.mil", "A").rcode() == dns.rcode.NOERROR  # the cached repeat
-    probe.expect({**counted("cached", "NOERROR"),
-                  key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_hits_total"): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("cached", "NOERROR"),
+            key("resolverguard_cache_requests_total"): 1,
+            key("resolverguard_cache_hits_total"): 1,
+        }
+    )
 
     assert guard.query("nothing.example", "A").rcode() == dns.rcode.NXDOMAIN  # NXDOMAIN from the upstream
-    probe.expect({**counted("forwarded", "NXDOMAIN"),
-                  key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_entries"): 1,
-                  key("resolverguard_upstream_responses_total", upstream=up, rcode="NXDOMAIN"): 1,
-                  key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("forwarded", "NXDOMAIN"),
+            key("resolverguard_cache_requests_total"): 1,
+            key("resolverguard_cache_entries"): 1,
+            key("resolverguard_upstream_responses_total", upstream=up, rcode="NXDOMAIN"): 1,
+            key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1,
+        }
+    )
 
     # Typo-neighbours: blocked before the cache and the upstream are consulted.
     assert guard.query("army.ml", "MX").rcode() == dns.rcode.NXDOMAIN
-    probe.expect({**counted("blocked_typo", "NXDOMAIN", qtype="MX"),
-                  key("resolverguard_typo_blocks_total", protected_domain="army.mil", typo_class="tld_typo",
-                      action="nxdomain", qtype="MX"): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("blocked_typo", "NXDOMAIN", qtype="MX"),
+            key(
+                "resolverguard_typo_blocks_total",
+                protected_domain="army.mil",
+                typo_class="tld_typo",
+                action="nxdomain",
+                qtype="MX",
+            ): 1,
+        }
+    )
     assert guard.query("gmial.com", "A", tcp=True).rcode() == dns.rcode.NXDOMAIN
-    probe.expect({**counted("blocked_typo", "NXDOMAIN", transport="tcp"),
-                  key("resolverguard_typo_blocks_total", protected_domain="gmail.com", typo_class="transposition",
-                      action="nxdomain", qtype="A"): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("blocked_typo", "NXDOMAIN", transport="tcp"),
+            key(
+                "resolverguard_typo_blocks_total",
+                protected_domain="gmail.com",
+                typo_class="transposition",
+                action="nxdomain",
+                qtype="A",
+            ): 1,
+        }
+    )
     assert upstream.count("army.ml") == upstream.count("gmial.com") == 0
 
     assert guard.query("phish.example", "A").rcode() == dns.rcode.NXDOMAIN  # an override (RPZ) rule
-    probe.expect({**counted("blocked_override", "NXDOMAIN"),
-                  key("resolverguard_rpz_hits_total", zone=ZONE, action="nxdomain"): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("blocked_override", "NXDOMAIN"),
+            key("resolverguard_rpz_hits_total", zone=ZONE, action="nxdomain"): 1,
+        }
+    )
 
     assert guard.query("army.mil", "ANY").rcode() == dns.rcode.NOERROR  # RFC 8482 minimal answer
     probe.expect(counted("any_minimal", "NOERROR", qtype="ANY"))
 
     # Malformed packets: counted by kind, never as queries.
     raw_udp(guard.host, guard.port, b"\x12\x34\x01")  # shorter than a DNS header: dropped
-    probe.expect({**counted("dropped", "none", transport=None),
-                  key("resolverguard_malformed_total", kind="unreadable"): 1})  # fmt: skip
+    probe.expect(
+        {**counted("dropped", "none", transport=None), key("resolverguard_malformed_total", kind="unreadable"): 1}
+    )
     reply = dns.message.make_response(dns.message.make_query("army.mil", "A")).to_wire()
     raw_udp(guard.host, guard.port, reply)  # a response, not a query: dropped
-    probe.expect({**counted("dropped", "none", transport=None),
-                  key("resolverguard_malformed_total", kind="response"): 1})  # fmt: skip
+    probe.expect(
+        {**counted("dropped", "none", transport=None), key("resolverguard_malformed_total", kind="response"): 1}
+    )
     query = bytearray(dns.message.make_query("army.mil", "A", use_edns=False).to_wire())
     query[4:6] = struct.pack("!H", 2)  # QDCOUNT 2 with one question: FORMERR
     raw_udp(guard.host, guard.port, bytes(query))
-    probe.expect({**counted("formerr", "FORMERR", transport=None),
-                  key("resolverguard_malformed_total", kind="formerr"): 1})  # fmt: skip
+    probe.expect(
+        {**counted("formerr", "FORMERR", transport=None), key("resolverguard_malformed_total", kind="formerr"): 1}
+    )
 
     # The block event log agrees with the counters' labels (qname and client only in the log).
     blocked = [e for e in events(tmp_path / "events.jsonl", 3) if e["outcome"] == "blocked_typo"]
@@ -240,28 +311,43 @@ def test_log_only_and_upstream_failure(upstream, start_guard, zones, tmp_path):
 
     # log-only: the would-block counter moves and the lookup is forwarded (its outcome is the final one).
     assert guard.query("army.ml", "MX").rcode() == dns.rcode.NOERROR
-    probe.expect({**counted("forwarded", "NOERROR", qtype="MX"),
-                  key("resolverguard_typo_would_block_total", protected_domain="army.mil", typo_class="tld_typo",
-                      qtype="MX"): 1,
-                  key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_entries"): 1,
-                  key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (NaN before)
-                  key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
-                  key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("forwarded", "NOERROR", qtype="MX"),
+            key(
+                "resolverguard_typo_would_block_total", protected_domain="army.mil", typo_class="tld_typo", qtype="MX"
+            ): 1,
+            key("resolverguard_cache_requests_total"): 1,
+            key("resolverguard_cache_entries"): 1,
+            key("resolverguard_upstream_up", upstream=up): 1,  # the first exchange: up (NaN before)
+            key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
+            key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1,
+        }
+    )
     assert [e["action"] for e in events(tmp_path / "events.jsonl", 1)] == ["log-only"]
 
     # The only upstream times out: SERVFAIL, a timeout error, and the upstream is marked down ...
     assert guard.query("down.example", "A").rcode() == dns.rcode.SERVFAIL
-    probe.expect({**counted("servfail", "SERVFAIL"),
-                  key("resolverguard_cache_requests_total"): 1,
-                  key("resolverguard_upstream_errors_total", upstream=up, kind="timeout"): 1,
-                  key("resolverguard_upstream_up", upstream=up): -1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("servfail", "SERVFAIL"),
+            key("resolverguard_cache_requests_total"): 1,
+            key("resolverguard_upstream_errors_total", upstream=up, kind="timeout"): 1,
+            key("resolverguard_upstream_up", upstream=up): -1,
+        }
+    )
     # ... until it answers again.
     assert guard.query("army.mil", "A").rcode() == dns.rcode.NOERROR
-    probe.expect({**counted("forwarded", "NOERROR"),
-                  key("resolverguard_cache_requests_total"): 1, key("resolverguard_cache_entries"): 1,
-                  key("resolverguard_upstream_up", upstream=up): 1,
-                  key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
-                  key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1})  # fmt: skip
+    probe.expect(
+        {
+            **counted("forwarded", "NOERROR"),
+            key("resolverguard_cache_requests_total"): 1,
+            key("resolverguard_cache_entries"): 1,
+            key("resolverguard_upstream_up", upstream=up): 1,
+            key("resolverguard_upstream_responses_total", upstream=up, rcode="NOERROR"): 1,
+            key("resolverguard_upstream_request_duration_seconds_count", upstream=up): 1,
+        }
+    )
 
 
 def test_rate_limited_queries(upstream, start_guard, zones, tmp_path):
@@ -270,9 +356,10 @@ def test_rate_limited_queries(upstream, start_guard, zones, tmp_path):
     upstream.on("army.mil", "A", "army.mil. 300 A 192.0.2.1")
     guard, url = start(start_guard, upstream, zones, "--config", str(config))
     assert guard.query("army.mil", "A").rcode() == dns.rcode.NOERROR
+    # the first query's metrics are recorded just after its reply: wait for them, then take the baseline
+    forwarded = key("resolverguard_request_duration_seconds_count", outcome="forwarded")
+    wait_until(lambda: scrape(url).get(forwarded, 0) >= 1, "the first query's metrics")
     probe = Probe(url)
-    time.sleep(0.2)  # the first query's metrics are recorded just after its reply
-    probe.last = scrape(url)
     assert guard.query("army.mil", "A").rcode() == dns.rcode.REFUSED
     probe.expect({**counted("ratelimited", "REFUSED"), key("resolverguard_ratelimited_total"): 1})
 
@@ -300,5 +387,15 @@ def test_policy_reload_results(upstream, start_guard, zones):
     assert m[key("resolverguard_protected_domains")] == 3
     assert m[key("resolverguard_policy_reloads_total", result="success")] >= 2
     assert m[key("resolverguard_policy_last_reload_timestamp_seconds")] > loaded_at
-    assert m[key("resolverguard_typo_blocks_total", protected_domain="navy.mil", typo_class="tld_typo",
-                 action="nxdomain", qtype="MX")] == 0  # fmt: skip
+    assert (
+        m[
+            key(
+                "resolverguard_typo_blocks_total",
+                protected_domain="navy.mil",
+                typo_class="tld_typo",
+                action="nxdomain",
+                qtype="MX",
+            )
+        ]
+        == 0
+    )

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import dns.rcode
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from fakes import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from realprog import require_program
 
 ROOT = Path(__file__).resolve().parents[2]

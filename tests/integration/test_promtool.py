@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from realprog import require_program
 
 pytestmark = pytest.mark.realprog

@@ -37,7 +37,7 @@ def test_a_thousand_idle_tcp_connections_do_not_stop_service(tmp_path, upstream,
             s = socket.create_connection((guard.host, guard.port), timeout=10)
             s.sendall(b"\x00")
             loris.append(s)
-        for i in range(20):  # UDP clients are served ...
+        for _ in range(20):  # UDP clients are served ...
             assert guard.query("ok.example", "A").answer[0][0].to_text() == "192.0.2.1"
             # ... and so are new TCP clients: each takes the place of the longest-idle connection
             assert guard.query("ok.example", "A", tcp=True).answer[0][0].to_text() == "192.0.2.1"

@@ -1,0 +1,160 @@
+"""The typed vocabulary: outcomes, verdicts, actions, typo classes, rcode and qtype names, each written once.
+
+The values are Prometheus label values, config words and event-log fields; a StrEnum member *is* its string,
+so it can be compared with, formatted and used as a label like the plain string it replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How a query was answered: the `outcome` label of resolverguard_responses_total (all pre-declared)."""
+
+    FORWARDED = "forwarded"
+    CACHED = "cached"
+    STALE = "stale"
+    BLOCKED_TYPO = "blocked_typo"
+    BLOCKED_OVERRIDE = "blocked_override"
+    REFUSED = "refused"
+    RATELIMITED = "ratelimited"
+    SERVFAIL = "servfail"
+    FORMERR = "formerr"
+    NOTIMP = "notimp"
+    DROPPED = "dropped"
+    ANY_MINIMAL = "any_minimal"
+    TRANSFER = "transfer"
+
+
+class Verdict(StrEnum):
+    """What policy made of a question (Decision.outcome, the event log's `outcome`)."""
+
+    FORWARDED = "forwarded"
+    PASSTHRU = "passthru"  # an override let it through
+    LOGGED_TYPO = "logged_typo"  # a typo-neighbour let through in log-only mode
+    BLOCKED_TYPO = "blocked_typo"
+    BLOCKED_OVERRIDE = "blocked_override"
+
+
+class Action(StrEnum):
+    """What to do with a query (Decision.action, config `typo.action`, RPZ actions)."""
+
+    FORWARD = "forward"
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    SINK = "sink"
+    REFUSED = "refused"
+    DROP = "drop"
+    TCP_ONLY = "tcp-only"
+    LOCAL_DATA = "local-data"
+    PASSTHRU = "passthru"
+    LOG_ONLY = "log-only"
+
+
+TYPO_ACTIONS: tuple[Action, ...] = (Action.NXDOMAIN, Action.SINK, Action.REFUSED, Action.LOG_ONLY)
+RPZ_ACTIONS: tuple[Action, ...] = (
+    Action.NXDOMAIN,
+    Action.NODATA,
+    Action.DROP,
+    Action.TCP_ONLY,
+    Action.LOCAL_DATA,
+    Action.PASSTHRU,
+)
+RATELIMIT_ACTIONS: tuple[Action, ...] = (Action.REFUSED, Action.DROP)
+
+
+class TypoPolicy(StrEnum):
+    """Per typo class: block it, or only log it (config `[typo.classes]`)."""
+
+    BLOCK = "block"
+    LOG_ONLY = "log-only"
+
+
+class TypoClass(StrEnum):
+    """The typo classes in rank order (earlier wins); `typo_class` label values and config keys."""
+
+    OMISSION = "omission"  # gmil.com
+    INSERTION = "insertion"  # gmaiql.com (a keyboard neighbour inserted inside the label)
+    ADDITION = "addition"  # gmaila.com (a character appended to the label)
+    REPETITION = "repetition"  # gmaail.com
+    TRANSPOSITION = "transposition"  # gmial.com
+    REPLACEMENT = "replacement"  # gnail.com (keyboard neighbour or any other character)
+    VOWEL_SWAP = "vowel_swap"  # gmeil.com
+    HYPHENATION = "hyphenation"  # g-mail.com
+    BITSQUATTING = "bitsquatting"  # gmaml.com (one bit flipped)
+    PLURAL = "plural"  # gmaiels.com, armys.mil
+    HOMOGLYPH = "homoglyph"  # rnicrosoft.com, g00gle.com (ASCII look-alikes)
+    IDN_HOMOGLYPH = "idn_homoglyph"  # xn--pypal-4ve.com (Unicode confusables, punycode decoded)
+    DOT_OMISSION = "dot_omission"  # armymil.com, gmailcom.com, modgov.uk
+    DOT_INSERTION = "dot_insertion"  # ar.my.mil, g.mail.com
+    TLD_TYPO = "tld_typo"  # army.ml, army.il, gmail.co, mod.gov.ua, mod.uk
+    TLD_SWAP = "tld_swap"  # gmail.xyz
+    COMBO = "combo"  # army-mil.com, army.mil.com
+    DICTIONARY = "dictionary"  # gmail-login.com, armyportal.com
+    NUMERAL = "numeral"  # office3six5.com, officethreesixfive.com (numbers as words or digits)
+    TWO_EDITS = "two_edits"  # raythneo.com, lockheedmatrin.com (two edits, Damerau-Levenshtein, labels of 8+)
+
+
+class Rcode(StrEnum):
+    """Rcode names as metric labels (`rcode` of responses_total and upstream_responses_total)."""
+
+    NOERROR = "NOERROR"
+    FORMERR = "FORMERR"
+    SERVFAIL = "SERVFAIL"
+    NXDOMAIN = "NXDOMAIN"
+    NOTIMP = "NOTIMP"
+    REFUSED = "REFUSED"
+    OTHER = "other"  # any other rcode
+    NONE = "none"  # no reply was sent
+
+
+RCODE_NAMES: Mapping[int, Rcode] = {
+    0: Rcode.NOERROR,
+    1: Rcode.FORMERR,
+    2: Rcode.SERVFAIL,
+    3: Rcode.NXDOMAIN,
+    4: Rcode.NOTIMP,
+    5: Rcode.REFUSED,
+}
+
+
+def rcode_name(rcode: int) -> Rcode:
+    """The label for a numeric rcode: its name, or `other`."""
+    return RCODE_NAMES.get(rcode, Rcode.OTHER)
+
+
+class Qtype(StrEnum):
+    """The query types named in metrics and config (`qtype` labels, `typo.qtypes`); all others are `other`."""
+
+    A = "A"
+    NS = "NS"
+    CNAME = "CNAME"
+    SOA = "SOA"
+    PTR = "PTR"
+    MX = "MX"
+    TXT = "TXT"
+    AAAA = "AAAA"
+    SRV = "SRV"
+    SVCB = "SVCB"
+    HTTPS = "HTTPS"
+    ANY = "ANY"
+
+
+QTYPE_NUMBERS: Mapping[str, int] = {
+    Qtype.A: 1,
+    Qtype.NS: 2,
+    Qtype.CNAME: 5,
+    Qtype.SOA: 6,
+    Qtype.PTR: 12,
+    Qtype.MX: 15,
+    Qtype.TXT: 16,
+    Qtype.AAAA: 28,
+    Qtype.SRV: 33,
+    Qtype.SVCB: 64,
+    Qtype.HTTPS: 65,
+    Qtype.ANY: 255,
+}
+QTYPES: Mapping[int, Qtype] = {number: Qtype(name) for name, number in QTYPE_NUMBERS.items()}
+OTHER_QTYPE = "other"
