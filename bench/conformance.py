@@ -61,35 +61,60 @@ def q(rdtype: str = "SOA", *, edns: int | None = 0, flags: int = dns.flags.RD, e
     return build
 
 
-
 PROBES = [
     Probe("plain", "dig +norec +noedns soa ZONE", q(edns=None), edns=False),
     Probe("edns", "dig +norec +edns=0 +nocookie soa ZONE", q()),
-    Probe("edns1", "dig +norec +edns=1 +noednsneg +nocookie soa ZONE", q(edns=1), expect=dns.rcode.BADVERS,
-          soa=False),
-    Probe("ednsopt", "dig +norec +edns=0 +nocookie +ednsopt=100 soa ZONE",
-          q(options=[dns.edns.GenericOption(UNKNOWN_OPTION, b"")])),
+    Probe("edns1", "dig +norec +edns=1 +noednsneg +nocookie soa ZONE", q(edns=1), expect=dns.rcode.BADVERS, soa=False),
+    Probe(
+        "ednsopt",
+        "dig +norec +edns=0 +nocookie +ednsopt=100 soa ZONE",
+        q(options=[dns.edns.GenericOption(UNKNOWN_OPTION, b"")]),
+    ),
     Probe("ednsflags", "dig +norec +edns=0 +nocookie +ednsflags=0x80 soa ZONE", q(ednsflags=MBZ_FLAG)),
-    Probe("optlist", "dig +norec +edns=0 +nsid +subnet=0.0.0.0/0 +expire +cookie soa ZONE",
-          q(options=[dns.edns.GenericOption(dns.edns.NSID, b""), dns.edns.ECSOption("0.0.0.0", 0),
-                     dns.edns.GenericOption(dns.edns.EXPIRE, b""),
-                     dns.edns.GenericOption(dns.edns.COOKIE, b"\x01\x02\x03\x04\x05\x06\x07\x08")])),
+    Probe(
+        "optlist",
+        "dig +norec +edns=0 +nsid +subnet=0.0.0.0/0 +expire +cookie soa ZONE",
+        q(
+            options=[
+                dns.edns.GenericOption(dns.edns.NSID, b""),
+                dns.edns.ECSOption("0.0.0.0", 0),
+                dns.edns.GenericOption(dns.edns.EXPIRE, b""),
+                dns.edns.GenericOption(dns.edns.COOKIE, b"\x01\x02\x03\x04\x05\x06\x07\x08"),
+            ]
+        ),
+    ),
     Probe("do", "dig +norec +edns=0 +nocookie +dnssec soa ZONE", q(ednsflags=dns.flags.DO)),
     Probe("cd", "dig +norec +edns=0 +nocookie +cd soa ZONE", q(flags=dns.flags.RD | dns.flags.CD)),
     Probe("ad", "dig +norec +edns=0 +nocookie +ad soa ZONE", q(flags=dns.flags.RD | dns.flags.AD)),
     Probe("tc", "dig +norec +edns=0 +nocookie +tcflag soa ZONE", q(flags=dns.flags.RD | dns.flags.TC)),
     Probe("zflag", "dig +norec +edns=0 +nocookie +zflag soa ZONE", q(flags=dns.flags.RD | Z_BIT)),
-    Probe("opcode", "dig +norec +edns=0 +nocookie +opcode=15 +header-only", q(opcode=15), expect=dns.rcode.NOTIMP,
-          soa=False),
+    Probe(
+        "opcode",
+        "dig +norec +edns=0 +nocookie +opcode=15 +header-only",
+        q(opcode=15),
+        expect=dns.rcode.NOTIMP,
+        soa=False,
+    ),
     Probe("type666", "dig +norec +edns=0 +nocookie type666 ZONE", q("TYPE666"), soa=False),
     Probe("ednstcp", "dig +norec +edns=0 +nocookie +tcp soa ZONE", q(), tcp=True),
-    Probe("cookie", "dig +norec +edns=0 +cookie soa ZONE",
-          q(options=[dns.edns.GenericOption(dns.edns.COOKIE, b"\x01\x02\x03\x04\x05\x06\x07\x08")])),
-    Probe("nsid", "dig +norec +edns=0 +nocookie +nsid soa ZONE", q(options=[dns.edns.GenericOption(dns.edns.NSID, b"")])),
-    Probe("subnet", "dig +norec +edns=0 +nocookie +subnet=0.0.0.0/0 soa ZONE",
-          q(options=[dns.edns.ECSOption("0.0.0.0", 0)])),
-    Probe("expire", "dig +norec +edns=0 +nocookie +expire soa ZONE",
-          q(options=[dns.edns.GenericOption(dns.edns.EXPIRE, b"")])),
+    Probe(
+        "cookie",
+        "dig +norec +edns=0 +cookie soa ZONE",
+        q(options=[dns.edns.GenericOption(dns.edns.COOKIE, b"\x01\x02\x03\x04\x05\x06\x07\x08")]),
+    ),
+    Probe(
+        "nsid", "dig +norec +edns=0 +nocookie +nsid soa ZONE", q(options=[dns.edns.GenericOption(dns.edns.NSID, b"")])
+    ),
+    Probe(
+        "subnet",
+        "dig +norec +edns=0 +nocookie +subnet=0.0.0.0/0 soa ZONE",
+        q(options=[dns.edns.ECSOption("0.0.0.0", 0)]),
+    ),
+    Probe(
+        "expire",
+        "dig +norec +edns=0 +nocookie +expire soa ZONE",
+        q(options=[dns.edns.GenericOption(dns.edns.EXPIRE, b"")]),
+    ),
 ]
 
 

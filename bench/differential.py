@@ -154,7 +154,9 @@ def shape(m: dns.message.Message, r: dns.message.Message | None) -> dict:
     return {
         "rcode": dns.rcode.to_text(r.rcode()),
         "flags": sorted(dns.flags.to_text(r.flags).split()),
-        "answer": sorted(f"{rr.name} {dns.rdatatype.to_text(rr.rdtype)} {sorted(x.to_text() for x in rr)}" for rr in r.answer),
+        "answer": sorted(
+            f"{rr.name} {dns.rdatatype.to_text(rr.rdtype)} {sorted(x.to_text() for x in rr)}" for rr in r.answer
+        ),
         "authority": sorted(dns.rdatatype.to_text(rr.rdtype) for rr in r.authority),
         "additional": sorted(dns.rdatatype.to_text(rr.rdtype) for rr in r.additional),
         "opt": r.edns >= 0,

@@ -11,9 +11,7 @@ import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rrset
-
 import pytest
-
 from fakes import FakeUpstream
 
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from realprog import require_program
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

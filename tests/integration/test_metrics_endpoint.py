@@ -7,9 +7,9 @@ so a query that moves a wrong counter fails as surely as one that moves none.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import socket
-import math
 import struct
 import time
 import urllib.request

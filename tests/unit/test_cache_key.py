@@ -19,8 +19,11 @@ def _key(**kw) -> bytes:
 
 def test_edns_do_cd_ad_each_change_the_key():
     keys = {
-        _key(), _key(use_edns=0), _key(use_edns=0, want_dnssec=True),
-        _key(flags=dns.flags.RD | dns.flags.CD), _key(flags=dns.flags.RD | dns.flags.AD),
+        _key(),
+        _key(use_edns=0),
+        _key(use_edns=0, want_dnssec=True),
+        _key(flags=dns.flags.RD | dns.flags.CD),
+        _key(flags=dns.flags.RD | dns.flags.AD),
     }
     assert len(keys) == 5
 
