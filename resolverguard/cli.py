@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-rpz", help="write the effective policy as one RPZ zone")
     common(e)
     e.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
+    e.add_argument("--check-secondary", metavar="HOST[:PORT]", help="compare a secondary's SOA serial with the guard's")
+    e.add_argument("--listen", "-l", action="append", default=[], metavar="HOST:PORT",
+                   help="with --check-secondary: the running guard (default: the config's first listen address)")
     return p
 
 
@@ -168,6 +171,10 @@ def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
     from .export import SerialStore, render_policy
     from .reload import load_policy
 
+    if args.check_secondary:
+        from .transfer import check_secondary
+
+        return check_secondary(cfg, args.check_secondary)
     policy = load_policy(cfg)
     progress = None
     if sys.stderr.isatty():  # long exports (many protected domains) show where they are
@@ -229,7 +236,7 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
     from .pipeline import build_pipeline
     from .reload import PolicyHolder, reread_config
     from .server import Server
-    from .transfer import ZoneExport
+    from .transfer import setup_export
     from .upstream import Upstream, UpstreamPool, from_resolv_conf
 
     metrics = metrics_mod.Metrics()
@@ -244,7 +251,7 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
     pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after,
                         randomize_case=cfg.randomize_case, observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
     pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
-    export = ZoneExport(cfg.export_origin, cfg.export_clients, holder.current) if cfg.export_clients else None
+    export = setup_export(cfg, holder.current, metrics.registry)
     server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout, tcp_max_connections=cfg.tcp_max_connections,
                     max_inflight=cfg.max_inflight, axfr=export.answer if export else None)  # fmt: skip
     setup_events(cfg.events)
@@ -268,10 +275,14 @@ async def _serve(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
     watcher = asyncio.ensure_future(holder.watch())
+    publisher = asyncio.ensure_future(export.run()) if export else None
     await stop.wait()
     log.info("stopping: finishing in-flight queries grace_seconds=%s", cfg.shutdown_grace)
     server.stop_listening()
     watcher.cancel()
+    if publisher is not None:
+        publisher.cancel()
+        export.close()
     await server.drain(cfg.shutdown_grace)
     log.info("stopped")
     return 0

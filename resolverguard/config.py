@@ -68,6 +68,10 @@ class Config:
     log_level: str = "INFO"
     export_origin: str = "rpz.resolverguard."
     export_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may transfer the export zone; () = off
+    export_tsig: dict[str, str] = field(default_factory=dict)  # name, algorithm, secret_file; {} = no TSIG
+    export_notify: tuple[Endpoint, ...] = ()  # secondaries sent NOTIFY on every serial change
+    export_state_dir: str = ""  # serial and IXFR journal shared by workers; "" = a private temporary directory
+    export_journal_versions: int = 20
     config_path: str | None = None
 
 
@@ -83,7 +87,8 @@ _TABLES = {
     "ratelimit": {"qps": "ratelimit_qps", "burst": "ratelimit_burst", "exempt": "ratelimit_exempt",
                   "action": "ratelimit_action"},
     "log": {"level": "log_level", "events": "events"},
-    "export": {"origin": "export_origin", "clients": "export_clients"},
+    "export": {"origin": "export_origin", "clients": "export_clients", "tsig": "export_tsig",
+               "notify": "export_notify", "state_dir": "export_state_dir", "journal_versions": "export_journal_versions"},
 }  # fmt: skip
 _TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
         "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight", "state_dir"}  # fmt: skip
@@ -211,12 +216,18 @@ def _build(values: dict[str, Any], path: str | None) -> Config:
         raise _KeyError("timeout", "timeouts must be positive")
     if cfg.workers < 1:
         raise _KeyError("workers", "must be at least 1")
+    if cfg.export_tsig:
+        unknown = set(cfg.export_tsig) - {"name", "algorithm", "secret_file"}
+        if unknown or not {"name", "secret_file"} <= set(cfg.export_tsig):
+            raise _KeyError("export_tsig", "expected { name = ..., algorithm = \"hmac-sha256\", secret_file = ... }")
+    if cfg.export_journal_versions < 1:
+        raise _KeyError("export_journal_versions", "must be at least 1")
     return cfg
 
 
 def _convert(key: str, typ: Any, value: Any) -> Any:
     typ = str(typ)
-    if key in ("listen", "upstreams"):
+    if key in ("listen", "upstreams", "export_notify"):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise ConfigError("expected a list of addresses")
