@@ -40,6 +40,7 @@ def render(decision: Decision, query: wire.Query, sink: Sink) -> bytes | None:
     msg = dns.message.from_wire(query.data[:4] + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query.data[12 : query.qend])
     reply = dns.message.make_response(msg, recursion_available=True)
     reply.flags &= ~dns.flags.AA
+    reply.flags |= msg.flags & dns.flags.CD  # CD is echoed like RD (RFC 4035 3.2.2), blocked answers too
     qname = msg.question[0].name
     action = decision.action
     if action == Action.SINK:

@@ -32,10 +32,24 @@ class MalformedQuery(ResolverGuardError):
 class UpstreamError(ResolverGuardError):
     """upstream failed"""
 
+    ede = 23  # RFC 8914 Network Error: the SERVFAIL this becomes says why
+
 
 class UpstreamTimeout(UpstreamError):
     """upstream timed out"""
 
+    ede = 22  # No Reachable Authority
+
 
 class BadUpstreamReply(UpstreamError):
     """upstream sent an unusable reply"""
+
+
+class UpstreamRefused(UpstreamError):
+    """upstream refused the query (REFUSED, or ICMP port unreachable)"""
+
+
+class ForwardingLoop(UpstreamError):
+    """forwarding loop: a query the guard sent upstream came back to the guard"""
+
+    ede = 0  # Other: RFC 8914 has no code for a loop; the text says it

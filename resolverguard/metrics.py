@@ -24,7 +24,7 @@ disable_created_metrics()  # no *_created series: one per counter child doubled 
 OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry an outcome metrics lack
 RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
-UPSTREAM_ERRORS = ("timeout", "error", "mismatch", "wrong_source")
+UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 
@@ -143,7 +143,7 @@ class Metrics:
     def declare_upstreams(self, names: Iterable[str]) -> None:
         for name in names:
             self.upstream_duration.labels(name)
-            self.upstream_up.labels(name).set(1)
+            self.upstream_up.labels(name).set(float("nan"))  # unknown until the first exchange says up or down
             for kind in UPSTREAM_ERRORS:
                 self.upstream_errors.labels(name, kind)
             for rcode in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.SERVFAIL):
@@ -160,7 +160,7 @@ class Metrics:
         """Called by the upstream pool for every exchange: an rcode name or an error kind."""
         if result in UPSTREAM_ERRORS:
             self.upstream_errors.labels(name, result).inc()
-            if result in ("timeout", "error"):
+            if result in ("timeout", "refused", "error"):
                 self.upstream_up.labels(name).set(0)
             return
         self.upstream_responses.labels(name, result).inc()

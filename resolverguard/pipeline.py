@@ -226,8 +226,9 @@ class Forwarder:
             stale = self.cache.get(query, stale=True)
             if stale is not None:
                 return Answer(stale, Outcome.STALE)
-            return Answer(wire.reply_for(query, wire.SERVFAIL), Outcome.SERVFAIL)
-        if self.cache.put(query, reply):
+            return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), Outcome.SERVFAIL)
+        reply, stored = self.cache.store(query, reply)
+        if stored:
             self.metrics.cache_entries.set(len(self.cache))
         if self.on_answer is not None:
             self.on_answer(query, reply)
