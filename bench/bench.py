@@ -181,10 +181,12 @@ ns IN A 127.0.0.1
 """
 
 
-def start_nsd(wd: Path, nsd: str, cpu: int) -> Proc:
+def start_nsd(wd: Path, nsd: str, cpu: int, zone: str = "bench.example", text: str = ZONE,
+              ready: str = "ready.bench.example.") -> Proc:  # fmt: skip
+    """NSD on a free 127.0.0.1 port serving one zone (bench/differential.py serves its own), rate limiting off."""
     d = wd / "nsd"
     d.mkdir()
-    (d / "bench.example.zone").write_text(ZONE)
+    (d / f"{zone}.zone").write_text(text)
     port = free_port()
     (d / "nsd.conf").write_text(f"""server:
     ip-address: 127.0.0.1
@@ -206,15 +208,22 @@ def start_nsd(wd: Path, nsd: str, cpu: int) -> Proc:
 remote-control:
     control-enable: no
 zone:
-    name: "bench.example"
-    zonefile: "bench.example.zone"
+    name: "{zone}"
+    zonefile: "{zone}.zone"
 """)
     proc = start("nsd", [nsd, "-d", "-c", str(d / "nsd.conf")], port, cpu, d / "stdout.log")
-    wait_ready(proc, "ready.bench.example.", dns.rcode.NOERROR, 20, d / "stdout.log")
+    wait_ready(proc, ready, dns.rcode.NOERROR, 20, d / "stdout.log")
     return proc
 
 
-def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str, rpz_file: Path) -> str:
+def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str | None = None, rpz_file: Path | None = None) -> str:
+    """Unbound forwarding "." to 127.0.0.1@upstream; with the RPZ when rpz_name is given (respip module)."""
+    modules = "respip iterator" if rpz_name else "iterator"
+    rpz = f"""rpz:
+    name: "{rpz_name}"
+    zonefile: "{rpz_file}"
+    rpz-log: no
+""" if rpz_name else ""
     return f"""server:
     interface: 127.0.0.1
     port: {port}
@@ -228,18 +237,14 @@ def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str, rpz_file: Pat
     use-syslog: no
     verbosity: 0
     num-threads: 1
-    module-config: "respip iterator"
+    module-config: "{modules}"
     do-not-query-localhost: no
     access-control: 127.0.0.0/8 allow
     qname-minimisation: no
     prefetch: no
 remote-control:
     control-enable: no
-rpz:
-    name: "{rpz_name}"
-    zonefile: "{rpz_file}"
-    rpz-log: no
-forward-zone:
+{rpz}forward-zone:
     name: "."
     forward-addr: 127.0.0.1@{upstream}
 """

@@ -99,7 +99,9 @@ def sink_host(query: wire.Query, sink: Sink) -> bytes | None:
 def _response(query: wire.Query) -> dns.message.Message:
     # header and question only: the rest (EDNS is already in `query`) may hold records dnspython rejects
     msg = dns.message.from_wire(query.data[:4] + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query.data[12 : query.qend])
-    return dns.message.make_response(msg, recursion_available=True)
+    reply = dns.message.make_response(msg, recursion_available=True)
+    reply.flags |= msg.flags & dns.flags.CD  # CD is echoed like RD (RFC 4035 3.2.2), blocked answers too
+    return reply
 
 
 def _renamed(rrset: dns.rrset.RRset, qname: dns.name.Name) -> dns.rrset.RRset:

@@ -13,12 +13,12 @@ from . import __version__
 from . import metrics as metrics_mod
 from .cache import Cache
 from .config import DEFAULT_LISTEN, Config
-from .errors import ConfigError
-from .events import setup_events
+from .errors import ConfigError, os_reason
+from .events import reopen_events, setup_events
 from .pipeline import build_pipeline
 from .reload import PolicyHolder
 from .server import Server
-from .transfer import ZoneExport
+from .transfer import setup_export
 from .typo import TYPO_CLASSES
 from .upstream import Upstream, UpstreamPool, from_resolv_conf
 
@@ -49,7 +49,7 @@ class DnsService:
                 await self.server.listen(ep.host, ep.port, reuse_port=self.reuse_port)
             except OSError as exc:
                 if str(ep) not in DEFAULT_LISTEN or ep.host == "127.0.0.1":
-                    raise
+                    raise ConfigError(f"cannot listen for DNS on {ep} (UDP and TCP): {os_reason(exc)}") from None
                 log.warning("not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)", ep.host,
                             ep.port, exc.strerror or exc)  # fmt: skip
 
@@ -68,7 +68,10 @@ class MetricsService:
         self.cfg, self.metrics = cfg, metrics
 
     async def start(self) -> None:
-        metrics_mod.serve(self.metrics.registry, self.cfg.metrics.host, self.cfg.metrics.port)
+        try:
+            metrics_mod.serve(self.metrics.registry, self.cfg.metrics.host, self.cfg.metrics.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for /metrics on {self.cfg.metrics}: {os_reason(exc)}") from None
         log.info("metrics address=%s port=%d path=/metrics", self.cfg.metrics.host, self.cfg.metrics.port)
 
     async def stop(self, grace: float) -> None:
@@ -76,7 +79,8 @@ class MetricsService:
 
 
 class WatcherService:
-    """Reload the policy when zones/ or the config file change (and on SIGHUP)."""
+    """Reload the policy when zones/ or the config file change; on SIGHUP (systemctl reload, logrotate's
+    postrotate) reopen the events file and reread the policy."""
 
     name = "watcher"
 
@@ -85,13 +89,34 @@ class WatcherService:
         self.task: asyncio.Future | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.holder.reload()))
-        self.task = asyncio.ensure_future(self.holder.watch())
+        def hangup() -> None:
+            reopen_events()
+            asyncio.ensure_future(self.holder.reload())
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
+        self.task = await self.holder.start_watching()  # watches exist before "started": later edits are seen
 
     async def stop(self, grace: float) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+class ExportService:
+    """The policy as an RPZ primary: publishes each new serial to the journal and sends NOTIFY."""
+
+    name = "export"
+
+    def __init__(self, export) -> None:
+        self.export = export
+        self.task: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.ensure_future(self.export.run())
+
+    async def stop(self, grace: float) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.export.close()
 
 
 class App:
@@ -105,21 +130,23 @@ class App:
         if not upstreams:
             raise ConfigError("no upstream: give --upstream or list nameservers in /etc/resolv.conf")
         self.upstreams = upstreams
-        # the sink's series exist (at 0) whether or not it is on: dashboards and alerts read the same names
-        metrics.declare_sink(sorted(holder.current().guard.protected), TYPO_CLASSES, cfg.smtp_sink_mode)
+        # at 0 from start-up, so the first rejection is alertable; per entry only when the sink is on
+        metrics.declare_sink(sorted(holder.current().guard.protected) if cfg.smtp_sink_listen else (), TYPO_CLASSES)
         metrics.declare_upstreams(u.name for u in upstreams)
         cache = Cache(cfg.cache_entries, cfg.cache_bytes, max_ttl=cfg.cache_max_ttl, min_ttl=cfg.cache_min_ttl,
                       servfail_ttl=cfg.servfail_ttl, stale_ttl=cfg.serve_stale)  # fmt: skip
         pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after, randomize_case=cfg.randomize_case,
                             observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
         pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
-        export = ZoneExport(cfg.export_origin, cfg.export_clients, holder.current) if cfg.export_clients else None
+        export = setup_export(cfg, holder.current, metrics.registry)
         self.server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout,
                              tcp_max_connections=cfg.tcp_max_connections, max_inflight=cfg.max_inflight,
                              axfr=export.answer if export else None)  # fmt: skip
         self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
         if cfg.metrics:
             self.services.append(MetricsService(cfg, metrics))
+        if export is not None:
+            self.services.append(ExportService(export))
         if cfg.smtp_sink_listen:  # off by default
             from .smtp_sink import SmtpSink
 
@@ -128,7 +155,11 @@ class App:
         self.started: list[Service] = []
 
     async def start(self) -> None:
-        setup_events(self.cfg.events)
+        try:
+            setup_events(self.cfg.events)
+        except OSError as exc:
+            where = self.cfg.where("events")
+            raise ConfigError(f"{where}: cannot open the events file {self.cfg.events}: {os_reason(exc)}") from None
         for service in self.services:
             await service.start()
             self.started.append(service)
@@ -173,4 +204,4 @@ def run(cfg: Config, reread: Callable[[], Config] | None = None, reuse_port: boo
     try:
         return runner(main())
     except OSError as exc:
-        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot listen: {os_reason(exc)}") from None

@@ -1,4 +1,4 @@
-"""Reply cache of wire bytes keyed on the question, with TTL count-down, stale serving and size bounds; no I/O."""
+"""Reply cache of wire bytes keyed on the question and EDNS/DO/CD/AD, with TTL count-down and caps, stale serving and size bounds; no I/O."""
 
 from __future__ import annotations
 
@@ -59,20 +59,26 @@ class Cache:
 
     def put(self, query: wire.Query, reply: bytes) -> bool:
         """Store an upstream reply if it may be cached; return whether it was."""
+        return self.store(query, reply)[1]
+
+    def store(self, query: wire.Query, reply: bytes) -> tuple[bytes, bool]:
+        """The reply as clients get it (no TTL above max_ttl) and whether it was cached."""
         try:
             scan = wire.scan_reply(reply)
         except wire.MalformedQuery:
-            return False
+            return reply, False
+        if scan.ttl_offsets and max(wire.record_ttls(reply, scan.ttl_offsets)) > self.max_ttl:
+            reply = wire.cap_ttls(reply, scan.ttl_offsets, self.max_ttl)
         if scan.truncated:
-            return False
+            return reply, False
         if scan.rcode == wire.SERVFAIL:
             ttl = self.servfail_ttl
         elif scan.ttl is None:
-            return False
+            return reply, False
         else:
             ttl = max(self.min_ttl, min(scan.ttl, self.max_ttl))
         if ttl <= 0:
-            return False
+            return reply, False
         key = query.key
         if key in self.entries:
             self._remove(key)
@@ -80,7 +86,7 @@ class Cache:
         self.bytes += len(reply) + len(key)
         while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
             self._remove(next(iter(self.entries)))
-        return True
+        return reply, True
 
     def _remove(self, key: bytes) -> None:
         entry = self.entries.pop(key)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import re
+import signal
+import socket
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, Endpoint, load_config
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
+DEFAULT_CONFIG = "/etc/resolverguard/guard.toml"  # read when present and no --config is given
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,8 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", "-c", metavar="FILE", help="TOML config file")
-        sp.add_argument("--zones", dest="zones_dir", metavar="DIR", help="zone and list directory (default: zones)")
+        sp.add_argument("--config", "-c", metavar="FILE", help=f"TOML config file (default: {DEFAULT_CONFIG} if present)")
+        sp.add_argument("--zones", dest="zones_dir", metavar="DIR",
+                        help="zone and list directory (default: zones, next to the config file)")  # fmt: skip
+        sp.add_argument("--allow-empty", dest="allow_empty", action="store_true",
+                        help="run even when no domain is protected (otherwise exit 2)")  # fmt: skip
         sp.add_argument("--protect", action="append", default=[], metavar="DOMAIN", help="protected domain (repeat)")
         sp.add_argument("--allow", action="append", default=[], metavar="DOMAIN", help="never block (repeat)")
 
@@ -54,16 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("domain")
     n.add_argument("--json", action="store_true")
 
-    lint = sub.add_parser("lint", help="check config, lists and zones; exit 1 on any error")
+    lint = sub.add_parser("lint", help="check config, lists and zones; exit 2 on any error")
     common(lint)
 
     e = sub.add_parser("export-rpz", help="write the effective policy as one RPZ zone")
     common(e)
     e.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
+    e.add_argument("--check-secondary", metavar="HOST[:PORT]", help="compare a secondary's SOA serial with the guard's")
+    e.add_argument("--listen", "-l", action="append", default=[], metavar="HOST:PORT",
+                   help="with --check-secondary: the running guard (default: the config's first listen address)")
     return p
 
 
-_CONFIG_KEYS = ("listen", "upstreams", "metrics", "workers", "log_level", "events", "zones_dir", "protect", "allow")
+_CONFIG_KEYS = ("listen", "upstreams", "metrics", "workers", "log_level", "events", "zones_dir", "protect", "allow",
+               "allow_empty")  # fmt: skip
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -72,7 +85,13 @@ def _config(args: argparse.Namespace) -> Config:
         overrides["protect"] = tuple(overrides["protect"])
     if overrides.get("allow"):
         overrides["allow"] = tuple(overrides["allow"])
-    return load_config(getattr(args, "config", None), overrides)
+    return load_config(_config_path(args), overrides)
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    if not hasattr(args, "config"):
+        return None
+    return args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,14 +100,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.command == "serve":
             return serve(cfg, args)
-        return {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
+        code = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
             cfg, args
         )
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except ResolverGuardError as exc:
         sys.stderr.write(f"resolverguard: error: {exc}\n")
         return 2
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted; exit as a tool killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         return 130
+
 
 
 def check(cfg: Config, args: argparse.Namespace) -> int:
@@ -103,6 +128,8 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         name = names_mod.query_text(args.name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if not name or re.search(r"[\s/:@]", args.name):  # the root, a URL, an address, words: not a domain name
+        raise ConfigError(f"not a domain name: {args.name!r} (no spaces, '/', ':' or '@'; not the root)")
     policy = load_policy(cfg)
     decision = policy.decide(name, qtype, None)
     blocked = decision.action != "forward"
@@ -145,17 +172,15 @@ def neighbours(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def lint(cfg: Config, args: argparse.Namespace) -> int:
-    from .reload import load_policy, policy_files
+    from .reload import load_policy, policy_files, policy_warnings
 
-    try:
-        policy = load_policy(cfg)
-    except ConfigError as exc:
-        print(f"resolverguard: error: {exc}", file=sys.stderr)
-        return 1
+    policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
     files = policy_files(cfg)
     for zone in policy.table.zones:
         for warning in getattr(zone, "warnings", ()):
             print(f"warning: {warning}")
+    for warning in policy_warnings(cfg, policy.guard):
+        print(f"warning: {warning}")
     print(f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
           f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains")  # fmt: skip
     return 0
@@ -165,6 +190,10 @@ def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
     from .export import SerialStore, render_policy
     from .reload import load_policy
 
+    if args.check_secondary:
+        from .transfer import check_secondary
+
+        return check_secondary(cfg, args.check_secondary)
     policy = load_policy(cfg)
     progress = None
     if sys.stderr.isatty():  # long exports (many protected domains) show where they are
@@ -174,14 +203,20 @@ def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
 
     serials = None
     if args.output and os.path.exists(args.output):  # continue its serial: grows on change, same otherwise
-        with open(args.output, encoding="utf-8", errors="replace") as fh:
-            serials = SerialStore.resume(fh.read())
+        try:
+            with open(args.output, encoding="utf-8", errors="replace") as fh:
+                serials = SerialStore.resume(fh.read())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.output}: {exc.strerror or exc}") from None
     text = render_policy(policy, origin=cfg.export_origin, serials=serials, progress=progress)
     if args.output:
         tmp = f"{args.output}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)  # a secondary never reads half a zone
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, args.output)  # a secondary never reads half a zone
+        except OSError as exc:
+            raise ConfigError(f"cannot write {exc.filename or args.output}: {exc.strerror or exc}") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -189,13 +224,43 @@ def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
 
 def serve(cfg: Config, args: argparse.Namespace) -> int:
     from .logsetup import setup_logging
+    from .upstream import from_resolv_conf
 
     setup_logging(cfg.log_level)
+    for overridden in cfg.overridden:
+        log.warning("flag wins over the config file: %s", overridden)
+    refuse_forwarding_loop(cfg.listen, cfg.upstreams or [Endpoint(u.host, u.port) for u in from_resolv_conf()])
     if cfg.workers > 1:
         from .workers import supervise
 
         return supervise(cfg, lambda worker_cfg: _worker(worker_cfg, args))
     return _run(cfg, args, reuse_port=False)
+
+
+def refuse_forwarding_loop(listen: Iterable[Endpoint], upstreams: Iterable[Endpoint]) -> None:
+    """An upstream that is one of our own listen addresses would send every query back to us, forever."""
+    for up in upstreams:
+        for ep in listen:
+            if up.port == ep.port and _same_host(ep.host, up.host):
+                raise ConfigError(f"upstream {up} is this guard's own listen address {ep} (a forwarding loop; "
+                                  "/etc/resolv.conf points at the guard?): give other upstreams")  # fmt: skip
+
+
+def _same_host(listen_host: str, host: str) -> bool:
+    """Does a socket bound to listen_host receive what is sent to host? (0.0.0.0: every local IPv4 address.)"""
+    a, b = ipaddress.ip_address(listen_host.split("%")[0]), ipaddress.ip_address(host.split("%")[0])
+    if a == b:
+        return True
+    if not a.is_unspecified or a.version != b.version:
+        return False
+    if b.is_loopback or b.is_unspecified:
+        return True
+    with socket.socket(socket.AF_INET6 if b.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))  # only an address of this host can be bound
+        except OSError:
+            return False
+    return True
 
 
 def _worker(cfg: Config, args: argparse.Namespace) -> int:

@@ -73,6 +73,13 @@ class TypoPolicy(StrEnum):
     LOG_ONLY = "log-only"
 
 
+class SinkMode(StrEnum):
+    """What the SMTP sink answers a misdirected recipient (config `[smtp_sink] mode`)."""
+
+    REJECT = "reject"  # 5xx: the sender gets a bounce now
+    DEFER = "defer"  # 4xx: the message stays in the sender's MTA queue
+
+
 class TypoClass(StrEnum):
     """The typo classes in rank order (earlier wins); `typo_class` label values and config keys."""
 

@@ -1,4 +1,10 @@
-"""Settings as frozen dataclasses; load_config() reads TOML, merges command-line flags and raises ConfigError."""
+"""Settings as one frozen dataclass whose fields are the config schema; load_config() reads TOML and flags.
+
+Each field says where it lives in the TOML file and what it accepts, e.g.
+``ratelimit_qps: float = setting("ratelimit.qps", number(ge=0), 0.0)``: adding a key or a whole section
+is that one line. Every error names the file, the line and the key as written (``guard.toml:12: [ratelimit]
+qps: must be >= 0, got -3``) and is a ConfigError, which the command line turns into exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,18 @@ import ipaddress
 import re
 import string
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .codes import QTYPE_NUMBERS, RATELIMIT_ACTIONS, TYPO_ACTIONS, Action, Qtype, TypoPolicy
+from .codes import QTYPE_NUMBERS, RATELIMIT_ACTIONS, TYPO_ACTIONS, Action, Qtype, SinkMode, TypoClass, TypoPolicy
 from .errors import ConfigError
 
 DEFAULT_LISTEN = ("127.0.0.1:8053", "[::1]:8053")
 DEFAULT_ALLOW_CLIENTS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+Check = Callable[[Any], Any]  # a TOML value -> the setting's value; ValueError("problem") when it is wrong
 
 
 @dataclass(frozen=True)
@@ -26,85 +35,265 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+# ---------------------------------------------------------------- checks: value in, setting out, or ValueError
+
+
+def number(kind: type = float, *, ge: float | None = None, gt: float | None = None, lt: float | None = None,
+           le: float | None = None) -> Check:  # fmt: skip
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and isinstance(value, float)):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        for bound, ok, words in ((ge, lambda b: value >= b, ">="), (gt, lambda b: value > b, ">"),
+                                 (le, lambda b: value <= b, "<="), (lt, lambda b: value < b, "<")):  # fmt: skip
+            if bound is not None and not ok(bound):
+                raise ValueError(f"must be {words} {bound:g}, got {value!r}")
+        return kind(value)
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def choice(*allowed: str, fold: Callable[[str], str] = str) -> Check:
+    def check(value: Any) -> str:
+        if fold(text(value)) not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return fold(value)
+
+    return check
+
+
+def listed(item: Check) -> Check:
+    """A list (or one string) of items, each checked; a tuple."""
+
+    def check(value: Any) -> tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(item(x) for x in items)
+
+    return check
+
+
+def table(key: Check = text, value: Check = text) -> Check:
+    def check(raw: Any) -> dict:
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a table such as {{ name = ... }}, got {raw!r}")
+        out = {}
+        for k, v in raw.items():
+            try:
+                out[key(k)] = value(v)
+            except ValueError as exc:
+                raise ValueError(f"{k}: {exc}") from None
+        return out
+
+    return check
+
+
+def strict_list(item: Check) -> Check:
+    """A list only: a string where a list is expected is an error, never split into letters."""
+
+    def check(value: Any) -> tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list such as [\"name\"], got {value!r}")
+        return tuple(item(x) for x in value)
+
+    return check
+
+
+def domain(value: Any) -> str:
+    from .names import normalise  # names pulls in the public suffix list: only when a name is checked
+
+    return normalise(text(value))
+
+
+def domain_text(value: Any) -> str:
+    """A valid domain name, kept as written (a trailing dot stays)."""
+    domain(value)
+    return value
+
+
+def network(value: Any) -> str:
+    try:
+        ipaddress.ip_network(text(value), strict=False)
+    except ValueError:
+        raise ValueError(f"bad network {value!r}") from None
+    return value
+
+
+def address(value: Any) -> str:
+    if text(value):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"bad address {value!r}") from None
+    return value
+
+
+def qtype(value: Any) -> str:
+    if text(value).upper() not in QTYPE_NUMBERS:
+        raise ValueError(f"unknown query type {value!r}; known: {', '.join(QTYPE_NUMBERS)}")
+    return value
+
+
+def typo_class(value: Any) -> str:
+    name = text(value).replace("-", "_")
+    if name not in tuple(TypoClass):
+        raise ValueError(f"unknown typo class {value!r}; known: {', '.join(TypoClass)}")
+    return name
+
+
+def endpoint(default_port: int) -> Check:
+    def check(value: Any) -> Endpoint:
+        try:
+            return parse_endpoint(text(value), default_port)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    return check
+
+
+def tsig(value: Any) -> dict[str, str]:
+    """[export] tsig = { name = ..., algorithm = "hmac-sha256", secret_file = ... }."""
+    out = table()(value)
+    if set(out) - {"name", "algorithm", "secret_file"} or not {"name", "secret_file"} <= set(out):
+        raise ValueError('expected { name = ..., algorithm = "hmac-sha256", secret_file = ... }')
+    return out
+
+
+SINK_TEMPLATE_FIELDS = ("recipient", "domain", "protected", "typo_class", "suggestion")
+
+
+def sink_template(value: Any) -> str:
+    """The SMTP sink's reply text: one line, only the known {fields}."""
+    template = text(value)
+    if "\r" in template or "\n" in template:
+        raise ValueError("must be one line")
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    if unknown := used - set(SINK_TEMPLATE_FIELDS):
+        known = ", ".join(f"{{{f}}}" for f in SINK_TEMPLATE_FIELDS)
+        raise ValueError(f"unknown field {{{sorted(unknown)[0]}}}; known: {known}")
+    return template
+
+
+def optional(inner: Check) -> Check:
+    return lambda value: inner(value) if value else None
+
+
+def setting(toml: str, check: Check, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
+    """A Config field read from the TOML key `toml` ("key" or "section.key") through `check`."""
+    return field(default=default, default_factory=factory, metadata={"toml": toml, "check": check})
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything resolverguard reads at start-up; see README, "Configuration reference"."""
 
-    listen: tuple[Endpoint, ...] = ()
-    upstreams: tuple[Endpoint, ...] = ()  # empty: the nameservers of /etc/resolv.conf
-    allow_clients: tuple[str, ...] = DEFAULT_ALLOW_CLIENTS
-    timeout: float = 1.0  # seconds per upstream try
-    servfail_after: float = 2.5  # seconds until SERVFAIL when no upstream answers
-    randomize_case: bool = False  # 0x20 case randomisation of upstream queries
-    workers: int = 1
-    metrics: Endpoint | None = None
-    zones_dir: str = "zones"
-    protect: tuple[str, ...] = ()
-    allow: tuple[str, ...] = ()
-    typo_action: str = Action.NXDOMAIN
-    typo_qtypes: tuple[str, ...] = (Qtype.A, Qtype.AAAA, Qtype.MX)
-    typo_classes: dict[str, str] = field(default_factory=dict)  # class -> block | log-only
-    domain_actions: dict[str, str] = field(default_factory=dict)  # protected domain -> action
-    tld_second_level: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    state_dir: str = ""  # learned .mil labels are kept here (learned-labels.txt); "" = in memory only
-    sink_ipv4: str = "127.0.0.2"
-    sink_ipv6: str = ""
-    sink_mail_host: str = "sink.resolverguard.internal."
-    sink_ttl: int = 60
-    smtp_sink_listen: tuple[Endpoint, ...] = ()  # empty: no SMTP sink
-    smtp_sink_mode: str = "reject"  # reject (5xx, bounce now) | defer (4xx, stays queued at the sender's MTA)
-    smtp_sink_template: str = ("<{recipient}>: {domain} resembles the protected domain {protected} ({typo_class}). "
-                               "Did you mean <{suggestion}>? Not delivered.")  # fmt: skip
-    smtp_sink_hostname: str = "sink.resolverguard.internal"
-    smtp_sink_max_sessions: int = 1000
-    smtp_sink_command_timeout: float = 30.0  # seconds to wait for one command line (the idle timeout)
-    smtp_sink_session_timeout: float = 120.0  # seconds one session may last in all
-    smtp_sink_max_commands: int = 100  # per command per session, then 421
-    cache_entries: int = 100_000
-    cache_bytes: int = 64 * 1024 * 1024
-    cache_max_ttl: int = 86_400
-    cache_min_ttl: int = 0
-    servfail_ttl: int = 2
-    serve_stale: int = 0  # seconds an expired answer may still be served while upstreams fail (RFC 8767)
-    tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 1000
-    max_inflight: int = 10_000
-    ratelimit_qps: float = 0.0  # per client; 0 disables
-    ratelimit_burst: float = 0.0
-    ratelimit_exempt: tuple[str, ...] = ()
-    ratelimit_action: str = Action.REFUSED  # refused | drop
-    shutdown_grace: float = 3.0
-    events: str = "-"  # block event log: "-" for stdout, a path, or "" to disable
-    log_level: str = "INFO"
-    export_origin: str = "rpz.resolverguard."
-    export_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may transfer the export zone; () = off
+    listen: tuple[Endpoint, ...] = setting("listen", listed(endpoint(53)), ())
+    upstreams: tuple[Endpoint, ...] = setting("upstreams", listed(endpoint(53)), ())  # (): /etc/resolv.conf
+    allow_clients: tuple[str, ...] = setting("allow_clients", listed(network), DEFAULT_ALLOW_CLIENTS)
+    timeout: float = setting("timeout", number(gt=0), 1.0)  # seconds per upstream try
+    servfail_after: float = setting("servfail_after", number(gt=0, lt=5), 2.5)  # until SERVFAIL; a stub gives up at 5 s
+    randomize_case: bool = setting("randomize_case", boolean, False)  # 0x20 randomisation upstream
+    workers: int = setting("workers", number(int, ge=1, le=256), 1)
+    metrics: Endpoint | None = setting("metrics", optional(endpoint(9153)), None)
+    zones_dir: str = setting("zones_dir", text, "zones")  # relative to the config file (no file: to the cwd)
+    allow_empty: bool = setting("allow_empty", boolean, False)  # start (and reload) with no protected domain
+    protect: tuple[str, ...] = setting("protect", listed(domain), ())
+    allow: tuple[str, ...] = setting("allow", listed(domain), ())
+    max_inflight: int = setting("max_inflight", number(int, ge=1), 10_000)
+    shutdown_grace: float = setting("shutdown_grace", number(ge=0, le=600), 3.0)
+    typo_action: str = setting("typo.action", choice(*TYPO_ACTIONS), Action.NXDOMAIN)
+    typo_qtypes: tuple[str, ...] = setting("typo.qtypes", listed(qtype), (Qtype.A, Qtype.AAAA, Qtype.MX))
+    typo_classes: dict[str, str] = setting("typo.classes", table(typo_class, choice(*TypoPolicy)),
+                                           factory=dict)  # fmt: skip
+    domain_actions: dict[str, str] = setting("typo.domains", table(domain, choice(*TYPO_ACTIONS)), factory=dict)
+    tld_second_level: dict[str, tuple[str, ...]] = setting("typo.second_level", table(domain, strict_list(domain)),
+                                                           factory=dict)  # fmt: skip
+    state_dir: str = setting("state_dir", text, "")  # learned .mil labels (learned-labels.txt); "": memory only
+    sink_ipv4: str = setting("sink.ipv4", address, "127.0.0.2")
+    sink_ipv6: str = setting("sink.ipv6", address, "")
+    sink_mail_host: str = setting("sink.mail_host", domain_text, "sink.resolverguard.internal.")
+    sink_ttl: int = setting("sink.ttl", number(int, ge=0, le=86_400), 60)
+    smtp_sink_listen: tuple[Endpoint, ...] = setting("smtp_sink.listen", listed(endpoint(25)), ())  # (): no sink
+    smtp_sink_mode: str = setting("smtp_sink.mode", choice(*SinkMode), SinkMode.REJECT)  # 5xx now | 4xx queued
+    smtp_sink_template: str = setting("smtp_sink.template", sink_template,
+                                      "<{recipient}>: {domain} resembles the protected domain {protected} "
+                                      "({typo_class}). Did you mean <{suggestion}>? Not delivered.")  # fmt: skip
+    smtp_sink_hostname: str = setting("smtp_sink.hostname", domain_text, "sink.resolverguard.internal")
+    smtp_sink_max_sessions: int = setting("smtp_sink.max_sessions", number(int, ge=1), 1000)
+    smtp_sink_command_timeout: float = setting("smtp_sink.command_timeout", number(gt=0), 30.0)  # idle timeout
+    smtp_sink_session_timeout: float = setting("smtp_sink.session_timeout", number(gt=0), 120.0)  # whole session
+    smtp_sink_max_commands: int = setting("smtp_sink.max_commands", number(int, ge=1), 100)  # per command, then 421
+    cache_entries: int = setting("cache.entries", number(int, ge=0), 100_000)
+    cache_bytes: int = setting("cache.bytes", number(int, ge=0), 64 * 1024 * 1024)
+    cache_max_ttl: int = setting("cache.max_ttl", number(int, ge=0), 86_400)
+    cache_min_ttl: int = setting("cache.min_ttl", number(int, ge=0), 0)
+    servfail_ttl: int = setting("cache.servfail_ttl", number(int, ge=0, le=300), 2)
+    serve_stale: int = setting("cache.serve_stale", number(int, ge=0), 0)  # RFC 8767, seconds past expiry
+    tcp_idle_timeout: float = setting("tcp.idle_timeout", number(gt=0), 10.0)
+    tcp_max_connections: int = setting("tcp.max_connections", number(int, ge=1), 1000)
+    ratelimit_qps: float = setting("ratelimit.qps", number(ge=0), 0.0)  # per client; 0 disables
+    ratelimit_burst: float = setting("ratelimit.burst", number(ge=0), 0.0)
+    ratelimit_exempt: tuple[str, ...] = setting("ratelimit.exempt", listed(network), ())
+    ratelimit_action: str = setting("ratelimit.action", choice(*RATELIMIT_ACTIONS), Action.REFUSED)
+    log_level: str = setting("log.level", choice(*LOG_LEVELS, fold=str.upper), "INFO")
+    events: str = setting("log.events", text, "-")  # block event log: "-" stdout, a path, or "" off
+    export_origin: str = setting("export.origin", domain_text, "rpz.resolverguard.")
+    export_clients: tuple[str, ...] = setting("export.clients", listed(network), ("127.0.0.0/8", "::1/128"))
+    export_tsig: dict[str, str] = setting("export.tsig", tsig, factory=dict)  # {} = no TSIG
+    export_notify: tuple[Endpoint, ...] = setting("export.notify", listed(endpoint(53)), ())  # sent NOTIFY
+    export_state_dir: str = setting("export.state_dir", text, "")  # serial and IXFR journal; "": a temporary dir
+    export_journal_versions: int = setting("export.journal_versions", number(int, ge=1), 20)
     config_path: str | None = None
+    locations: Mapping[str, str] = field(default_factory=dict, compare=False)  # field -> "file:line"
+    overridden: tuple[str, ...] = field(default=(), compare=False)  # file keys a flag replaced, for a WARNING
+
+    def where(self, name: str) -> str:
+        """Where the value of field `name` was set: "file:line: [section] key", or the key alone."""
+        return self.locations.get(name) or _written(_SCHEMA[name].metadata["toml"])
 
 
-_SCALARS = {f.name: f for f in fields(Config)}
-# TOML layout: top-level keys plus [typo], [sink], [cache], [tcp], [ratelimit], [log] tables
-_TABLES = {
-    "typo": {"action": "typo_action", "qtypes": "typo_qtypes", "classes": "typo_classes",
-             "domains": "domain_actions", "second_level": "tld_second_level"},
-    "sink": {"ipv4": "sink_ipv4", "ipv6": "sink_ipv6", "mail_host": "sink_mail_host", "ttl": "sink_ttl"},
-    "cache": {"entries": "cache_entries", "bytes": "cache_bytes", "max_ttl": "cache_max_ttl",
-              "min_ttl": "cache_min_ttl", "servfail_ttl": "servfail_ttl", "serve_stale": "serve_stale"},
-    "tcp": {"idle_timeout": "tcp_idle_timeout", "max_connections": "tcp_max_connections"},
-    "ratelimit": {"qps": "ratelimit_qps", "burst": "ratelimit_burst", "exempt": "ratelimit_exempt",
-                  "action": "ratelimit_action"},
-    "log": {"level": "log_level", "events": "events"},
-    "export": {"origin": "export_origin", "clients": "export_clients"},
-    "smtp_sink": {"listen": "smtp_sink_listen", "mode": "smtp_sink_mode", "template": "smtp_sink_template",
-                  "hostname": "smtp_sink_hostname", "max_sessions": "smtp_sink_max_sessions",
-                  "command_timeout": "smtp_sink_command_timeout", "session_timeout": "smtp_sink_session_timeout",
-                  "max_commands": "smtp_sink_max_commands"},
-}  # fmt: skip
-_TOP = {"listen", "upstreams", "allow_clients", "timeout", "servfail_after", "randomize_case", "workers", "metrics",
-        "zones_dir", "protect", "allow", "shutdown_grace", "max_inflight", "state_dir"}  # fmt: skip
+_SCHEMA = {f.name: f for f in fields(Config) if "toml" in f.metadata}
+_BY_TOML = {f.metadata["toml"]: f.name for f in _SCHEMA.values()}
+_SECTIONS = {toml.split(".")[0] for toml in _BY_TOML if "." in toml}
+
+
+def _written(toml: str) -> str:
+    """A key as the operator writes it: "[ratelimit] qps" or "timeout"."""
+    section, _, key = toml.rpartition(".")
+    return f"[{section}] {key}" if section else key
+
+
+def _cross_checks(cfg: Config) -> None:
+    """Rules between keys; each names the key to change."""
+    if cfg.timeout > cfg.servfail_after:
+        raise _Bad("timeout", f"{cfg.timeout:g} s per try exceeds servfail_after ({cfg.servfail_after:g} s)")
+    if cfg.cache_min_ttl > cfg.cache_max_ttl:
+        raise _Bad("cache_min_ttl", f"{cfg.cache_min_ttl} exceeds [cache] max_ttl ({cfg.cache_max_ttl})")
+
+
+class _Bad(ConfigError):
+    def __init__(self, name: str, problem: str) -> None:
+        self.name, self.problem = name, problem
+        super().__init__(problem)
 
 
 def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
-    """HOST, HOST:PORT, [V6] or [V6]:PORT, or a bare IPv6 address."""
+    """HOST, HOST:PORT, [V6] or [V6]:PORT, or a bare IPv6 address (never one that could end in a port)."""
     text = str(text).strip()
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
     if m:
@@ -113,11 +302,11 @@ def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
         host, port = text.split(":")
     else:
         host, port = text, None
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        if host != "localhost":
-            raise ConfigError(f"bad address {text!r}: expected an IP address, e.g. 127.0.0.1:8053 or [::1]:8053") from None
+        head, _, tail = text.rpartition(":")
+        if tail.isdigit() and _is_ip(head):  # ::1:53 is an address, but was [::1]:53 meant?
+            raise ConfigError(f"ambiguous address {text!r}: write [{head}]:{tail} for port {tail}, or [{text}]")
+    if not _is_ip(host) and host != "localhost":
+        raise ConfigError(f"bad address {text!r}: expected an IP address, e.g. 127.0.0.1:8053 or [::1]:8053")
     if host == "localhost":
         host = "127.0.0.1"
     try:
@@ -129,158 +318,98 @@ def parse_endpoint(text: str, default_port: int = 53) -> Endpoint:
     return Endpoint(host, port_no)
 
 
-def _line_of(text: str, key: str) -> int | None:
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """TOML key ("section.key", or "section" for its header) -> line number, tracking [section] headers."""
+    lines: dict[str, int] = {}
+    section = ""
     for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line) or re.match(rf"\s*\[+\s*{re.escape(key)}\s*\]", line):
-            return number
-    return None
+        if m := re.match(r"\s*\[+\s*([\w.\-\"]+)\s*\]", line):
+            section = m[1].strip('"')
+            lines.setdefault(section, number)
+        elif m := re.match(r"\s*\"?([\w.\-]+)\"?\s*=", line):
+            lines.setdefault(f"{section}.{m[1]}" if section else m[1], number)
+    return lines
+
+
+def _read(path: str) -> tuple[dict, dict[str, int]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+)", str(exc))
+        line = m.group(1) if m else max(1, len(text.splitlines()))
+        msg = re.sub(r"\s*\(at (line|end of document).*\)", "", str(exc))
+        raise ConfigError(f"{path}:{line}: {msg}") from None
+    return raw, key_lines(text)
+
+
+def _flatten(raw: dict, path: str, lines: dict[str, int]) -> dict[str, Any]:
+    """TOML document -> {toml key: value}; unknown keys and sections are errors."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}:{lines.get(key, '?')}: {key}: expected a [{key}] section")
+            for sub, sub_value in value.items():
+                toml = f"{key}.{sub}"
+                if toml not in _BY_TOML:
+                    known = ", ".join(t.split(".", 1)[1] for t in _BY_TOML if t.startswith(key + "."))
+                    raise ConfigError(f"{path}:{lines.get(toml, lines.get(key, '?'))}: unknown key "
+                                      f"{_written(toml)} (known: {known})")  # fmt: skip
+                out[toml] = sub_value
+        elif key in _BY_TOML:
+            out[key] = value
+        else:
+            raise ConfigError(f"{path}:{lines.get(key, '?')}: unknown key {key!r}")
+    return out
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read the TOML file (if any), apply command-line overrides, validate; raise ConfigError naming file and line."""
+    """Read the TOML file (if any), apply command-line overrides (by field name), check every value.
+
+    Raises ConfigError naming file, line and key ("command line" for flags).
+    """
     values: dict[str, Any] = {}
-    text = ""
-    where = "command line"
+    locations: dict[str, str] = {}
     if path:
-        where = path
+        raw, lines = _read(path)
+        for toml, value in _flatten(raw, path, lines).items():
+            name = _BY_TOML[toml]
+            values[name] = value
+            line = lines.get(toml) or lines.get(toml.split(".")[0])
+            locations[name] = f"{path}:{line or '?'}: {_written(toml)}"
+    if path and not Path(values.get("zones_dir", "zones")).is_absolute():  # the file's zones/ wherever we run
+        values["zones_dir"] = str(Path(path).parent / values.get("zones_dir", "zones"))
+    overridden = []
+    for name, value in (overrides or {}).items():
+        if value is not None and value is not False and value not in ([], ()):  # flags not given
+            if name in locations:
+                overridden.append(f"{name} from the command line, not {locations[name]}")
+            values[name] = value
+            locations[name] = f"command line: {name}"
+    out: dict[str, Any] = {}
+    for name, value in values.items():
         try:
-            text = Path(path).read_text(encoding="utf-8")
-            raw = tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            m = re.search(r"\(at line (\d+)", str(exc))
-            line = m.group(1) if m else max(1, len(text.splitlines()))
-            msg = re.sub(r"\s*\(at (line|end of document).*\)", "", str(exc))
-            raise ConfigError(f"{path}:{line}: {msg}") from None
-        for key, value in raw.items():
-            if key in _TABLES and isinstance(value, dict):
-                for sub, sub_value in value.items():
-                    if sub not in _TABLES[key]:
-                        raise ConfigError(f"{path}:{_line_of(text, sub) or '?'}: unknown key {key}.{sub}")
-                    values[_TABLES[key][sub]] = sub_value
-            elif key in _TOP:
-                values[key] = value
-            else:
-                raise ConfigError(f"{path}:{_line_of(text, key) or '?'}: unknown key {key!r}")
-    for key, value in (overrides or {}).items():
-        if value not in (None, [], ()):
-            values[key] = value
-    try:
-        return _build(values, path)
-    except ConfigError as exc:
-        key = getattr(exc, "key", None)
-        file_key = next((sub for table in _TABLES.values() for sub, name in table.items() if name == key), key)
-        line = _line_of(text, file_key) if key and text else None
-        prefix = f"{where}:{line}" if line else where
-        raise ConfigError(f"{prefix}: {exc}") from None
-
-
-class _KeyError(ConfigError):
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        super().__init__(f"{key}: {problem}")
-
-
-def _build(values: dict[str, Any], path: str | None) -> Config:
-    out: dict[str, Any] = {"config_path": path}
-    for key, value in values.items():
-        f = _SCALARS[key]
-        try:
-            out[key] = _convert(key, f.type, value)
-        except ConfigError as exc:
-            raise _KeyError(key, str(exc)) from None
-    cfg = replace(Config(), **out)
+            out[name] = _SCHEMA[name].metadata["check"](value)
+        except ValueError as exc:
+            raise ConfigError(f"{locations.get(name) or _written(name)}: {exc}") from None
+    cfg = replace(Config(), **out, config_path=path, locations=locations, overridden=tuple(overridden))
     if not cfg.listen:
         cfg = replace(cfg, listen=tuple(parse_endpoint(x) for x in DEFAULT_LISTEN))
-    for key, value, allowed in (
-        ("typo_action", cfg.typo_action, TYPO_ACTIONS),
-        ("ratelimit_action", cfg.ratelimit_action, RATELIMIT_ACTIONS),
-        ("smtp_sink_mode", cfg.smtp_sink_mode, ("reject", "defer")),
-        ("log_level", cfg.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
-    ):
-        if value not in allowed:
-            raise _KeyError(key, f"{value!r} is not one of {', '.join(allowed)}")
-    for domain, action in cfg.domain_actions.items():
-        if action not in TYPO_ACTIONS:
-            raise _KeyError("domains", f"{domain}: action {action!r} is not one of {', '.join(TYPO_ACTIONS)}")
-    for cls, mode in cfg.typo_classes.items():
-        if mode not in tuple(TypoPolicy):
-            raise _KeyError("classes", f"{cls}: {mode!r} is not block or log-only")
-    for qtype in cfg.typo_qtypes:
-        if qtype.upper() not in QTYPE_NUMBERS:
-            raise _KeyError("qtypes", f"unknown query type {qtype!r}")
-    for net in (*cfg.allow_clients, *cfg.ratelimit_exempt, *cfg.export_clients):
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise _KeyError("allow_clients", f"bad network {net!r}") from None
-    for key in ("sink_ipv4", "sink_ipv6"):
-        value = getattr(cfg, key)
-        if value:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise _KeyError(key.split("_")[1], f"bad address {value!r}") from None
-    if cfg.timeout <= 0 or cfg.servfail_after <= 0:
-        raise _KeyError("timeout", "timeouts must be positive")
-    _check_template(cfg.smtp_sink_template)
-    for key in ("smtp_sink_max_sessions", "smtp_sink_command_timeout", "smtp_sink_session_timeout",
-                "smtp_sink_max_commands"):
-        if getattr(cfg, key) <= 0:
-            raise _KeyError(key, "must be positive")
-    if cfg.workers < 1:
-        raise _KeyError("workers", "must be at least 1")
-    return cfg
-
-
-SINK_TEMPLATE_FIELDS = ("recipient", "domain", "protected", "typo_class", "suggestion")
-
-
-def _check_template(template: str) -> None:
-    """The sink's reply template: one line, only the known {fields}."""
-    if "\r" in template or "\n" in template:
-        raise _KeyError("smtp_sink_template", "must be one line")
     try:
-        fields_used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise _KeyError("smtp_sink_template", str(exc)) from None
-    unknown = fields_used - set(SINK_TEMPLATE_FIELDS)
-    if unknown:
-        raise _KeyError("smtp_sink_template", f"unknown field {{{sorted(unknown)[0]}}}; known: "
-                        + ", ".join(f"{{{f}}}" for f in SINK_TEMPLATE_FIELDS))  # fmt: skip
-
-
-def _convert(key: str, typ: Any, value: Any) -> Any:
-    typ = str(typ)
-    if key in ("listen", "upstreams", "smtp_sink_listen"):
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            raise ConfigError("expected a list of addresses")
-        return tuple(parse_endpoint(x, 25 if key == "smtp_sink_listen" else 53) for x in items)
-    if key == "metrics":
-        return parse_endpoint(value, 9153) if value else None
-    if typ.startswith("tuple"):
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(x, str) for x in items):
-            raise ConfigError("expected a list of strings")
-        return tuple(items)
-    if typ.startswith("dict"):
-        if not isinstance(value, dict):
-            raise ConfigError("expected a table")
-        if key == "tld_second_level":
-            return {k: tuple(v) for k, v in value.items()}
-        return {str(k): str(v) for k, v in value.items()}
-    if typ == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError("expected true or false")
-        return value
-    if typ in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"expected a number, got {value!r}")
-        return int(value) if typ == "int" else float(value)
-    if typ == "str" or typ.startswith("str"):
-        if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}")
-        return value
-    return value
+        _cross_checks(cfg)
+    except _Bad as exc:
+        raise ConfigError(f"{cfg.where(exc.name)}: {exc.problem}") from None
+    return cfg

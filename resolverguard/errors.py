@@ -1,5 +1,7 @@
 """The one exception tree of resolverguard; each class docstring is its message."""
 
+import errno
+
 
 class ResolverGuardError(Exception):
     """resolverguard error"""
@@ -32,10 +34,31 @@ class MalformedQuery(ResolverGuardError):
 class UpstreamError(ResolverGuardError):
     """upstream failed"""
 
+    ede = 23  # RFC 8914 Network Error: the SERVFAIL this becomes says why
+
 
 class UpstreamTimeout(UpstreamError):
     """upstream timed out"""
 
+    ede = 22  # No Reachable Authority
+
 
 class BadUpstreamReply(UpstreamError):
     """upstream sent an unusable reply"""
+
+
+class UpstreamRefused(UpstreamError):
+    """upstream refused the query (REFUSED, or ICMP port unreachable)"""
+
+
+class ForwardingLoop(UpstreamError):
+    """forwarding loop: a query the guard sent upstream came back to the guard"""
+
+    ede = 0  # Other: RFC 8914 has no code for a loop; the text says it
+
+def os_reason(exc: OSError) -> str:
+    """An OSError as the operator needs it: the cause, and what usually fixes it."""
+    hints = {errno.EADDRINUSE: "port in use (another DNS server, or another resolverguard, listens there)",
+             errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)",
+             errno.EADDRNOTAVAIL: "not an address of this host"}  # fmt: skip
+    return hints.get(exc.errno) or exc.strerror or str(exc)

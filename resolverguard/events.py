@@ -14,7 +14,7 @@ from . import wire
 from .codes import QTYPES, Action, Verdict
 
 blocks = logging.getLogger("resolverguard.blocks")
-_listener: logging.handlers.QueueListener | None = None
+_listener: _Writer | None = None
 
 
 def setup_events(target: str) -> None:
@@ -27,13 +27,39 @@ def setup_events(target: str) -> None:
         blocks.disabled = True
         return
     blocks.disabled = False
-    sink = logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target, encoding="utf-8")
+    # a file is reopened when logrotate has moved it away (checked per event) and at once on SIGHUP
+    sink = logging.StreamHandler(sys.stdout) if target == "-" else logging.handlers.WatchedFileHandler(target, encoding="utf-8")
     sink.setFormatter(logging.Formatter("%(message)s"))
     q: queue.SimpleQueue = queue.SimpleQueue()
     blocks.addHandler(logging.handlers.QueueHandler(q))
     blocks.setLevel(logging.INFO)
-    _listener = logging.handlers.QueueListener(q, sink)
+    _listener = _Writer(q, sink)
     _listener.start()
+
+
+def reopen_events() -> None:
+    """SIGHUP: if the events file was rotated (renamed or removed), start a new one now, in the writer thread."""
+    if _listener is not None:
+        for handler in _listener.handlers:
+            if isinstance(handler, logging.handlers.WatchedFileHandler):
+                _listener.queue.put_nowait(_REOPEN)
+
+
+class _Reopen(logging.LogRecord):
+    """A queue item that is not an event: the writer thread reopens the file instead of writing."""
+
+
+_REOPEN = _Reopen("resolverguard.blocks", logging.INFO, __file__, 0, "", None, None)
+
+
+class _Writer(logging.handlers.QueueListener):
+    def handle(self, record: logging.LogRecord) -> None:
+        if record is _REOPEN:
+            for handler in self.handlers:
+                if isinstance(handler, logging.handlers.WatchedFileHandler):
+                    handler.reopenIfNeeded()
+            return
+        super().handle(record)
 
 
 def stop_events() -> None:

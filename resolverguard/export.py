@@ -1,4 +1,4 @@
-"""Operator overrides and typo neighbours → one RPZ zone text, and an AXFR responder for it; pure.
+"""Operator overrides and typo neighbours → the records of one RPZ zone (Export), and its text; pure.
 
 The exported zone lets another resolver (Unbound, BIND, PowerDNS, Knot) enforce the same blocks:
 ``rpz: name: rpz.resolverguard. zonefile: ...`` or ``primary: <guard>``. Layout: SOA, NS, the operator
@@ -17,27 +17,18 @@ unchanged when the content (everything below the SOA) is unchanged. See SerialSt
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 import dns.exception
-import dns.flags
-import dns.message
 import dns.name
-import dns.opcode
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
-import dns.renderer
-import dns.rrset
-import dns.zone
 
 from resolverguard.errors import ConfigError
 from resolverguard.policy import Policy
@@ -52,15 +43,14 @@ SOA_RNAME: Final = "hostmaster.resolverguard.invalid."
 SOA_TIMERS: Final = (60, 60, 1209600, 60)  # refresh, retry, expire (14 days: keep blocking if we vanish), minimum
 DEFAULT_TTL: Final = 300
 
-_ACTION_RDATA: Final[dict[str, str]] = {
-    "nxdomain": "CNAME .",
-    "nodata": "CNAME *.",
-    "passthru": "CNAME rpz-passthru.",
-    "drop": "CNAME rpz-drop.",
-    "tcp-only": "CNAME rpz-tcp-only.",
+_ACTION_TARGET: Final[dict[str, str]] = {
+    "nxdomain": ".",
+    "nodata": "*.",
+    "passthru": "rpz-passthru.",
+    "drop": "rpz-drop.",
+    "tcp-only": "rpz-tcp-only.",
 }
 EXPORT_ACTIONS: Final = ("nxdomain", "nodata", "drop", "tcp-only")
-AXFR_MAX_MESSAGE: Final = 65535
 
 Progress = Callable[[int, int], None]
 
@@ -82,7 +72,7 @@ class SerialStore:
     @classmethod
     def resume(cls, previous_export: str) -> SerialStore:
         """Continue the serials of an earlier export (its text): same content, same serial; else a larger one."""
-        serial = re.search(r"^@ SOA \S+ \S+ (\d+) ", previous_export, re.M)
+        serial = re.search(r"^@ (?:\d+ )?SOA \S+ \S+ (\d+) ", previous_export, re.M)
         digest = re.search(r"^; content sha256 ([0-9a-f]{64})$", previous_export, re.M)
         return cls(int(serial.group(1)) if serial else 0, digest=bytes.fromhex(digest.group(1)) if digest else None)
 
@@ -101,15 +91,68 @@ class SerialStore:
 _DEFAULT_SERIALS = SerialStore()  # process-wide, used when render_rpz gets neither serial nor serials
 
 
-def _rule_lines(hit: RpzHit) -> list[str]:
+class Record(NamedTuple):
+    """One resource record of the export: owner relative to the origin, TTL, type and rdata as zone text."""
+
+    owner: str
+    ttl: int
+    rdtype: str
+    rdata: str
+
+    def line(self) -> str:
+        return f"{self.owner} {self.ttl} {self.rdtype} {self.rdata}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """The built zone: apex SOA/NS are implied by origin and serial; ``body`` is records and ``; comments``.
+
+    Both forms a secondary can get are derived from this one object: text() for a zone file, and
+    (transfer.py) the AXFR/IXFR messages from records.
+    """
+
+    origin: dns.name.Name
+    serial: int
+    ttl: int
+    body: tuple[Record | str, ...]
+    digest: bytes
+    summary: str = ""
+
+    @property
+    def records(self) -> Iterable[Record]:
+        return (item for item in self.body if isinstance(item, Record))
+
+    def soa_rdata(self) -> str:
+        refresh, retry, expire, minimum = SOA_TIMERS
+        return f"{SOA_MNAME} {SOA_RNAME} {self.serial} {refresh} {retry} {expire} {minimum}"
+
+    def apex(self) -> tuple[Record, Record]:
+        return Record("@", self.ttl, "SOA", self.soa_rdata()), Record("@", self.ttl, "NS", SOA_MNAME)
+
+    def text(self) -> str:
+        head = [
+            f"; resolverguard RPZ export: {self.summary}",
+            f"; content sha256 {self.digest.hex()}",
+            f"$ORIGIN {self.origin}",
+            f"$TTL {self.ttl}",
+            *(f"{r.owner} {r.rdtype} {r.rdata}" for r in self.apex()),  # TTL from $TTL
+        ]
+        body = [item if isinstance(item, str) else item.line() for item in self.body]
+        return "\n".join(head + body) + "\n"
+
+    def with_serial(self, serial: int) -> Export:
+        return dataclasses.replace(self, serial=serial)
+
+
+def _rule_records(hit: RpzHit) -> list[Record]:
     if hit.action != "local-data":
-        return [f"{hit.owner} {hit.ttl} {_ACTION_RDATA[hit.action]}"]
-    lines = []
+        return [Record(hit.owner, hit.ttl, "CNAME", _ACTION_TARGET[hit.action])]
+    records = []
     for rrset in hit.records:
         rdtype = dns.rdatatype.to_text(rrset.rdtype)
         for rdata in rrset:
-            lines.append(f"{hit.owner} {rrset.ttl} IN {rdtype} {rdata.to_text()}")
-    return lines
+            records.append(Record(hit.owner, rrset.ttl, rdtype, rdata.to_text()))
+    return records
 
 
 def _ancestors_and_self(name: str) -> Iterable[str]:
@@ -120,7 +163,12 @@ def _ancestors_and_self(name: str) -> Iterable[str]:
         start = name.find(".", start + 1)
 
 
-def render_rpz(
+def render_rpz(table: PolicyTable | None, typo_neighbours: Mapping[str, Iterable[str]], **kwargs: object) -> str:
+    """build_rpz() as zone file text."""
+    return build_rpz(table, typo_neighbours, **kwargs).text()  # type: ignore[arg-type]
+
+
+def build_rpz(
     table: PolicyTable | None,
     typo_neighbours: Mapping[str, Iterable[str]],
     *,
@@ -130,7 +178,7 @@ def render_rpz(
     ttl: int = DEFAULT_TTL,
     serials: SerialStore | None = None,
     progress: Progress | None = None,
-) -> str:
+) -> Export:
     """One RPZ zone: SOA, NS, operator overrides, then typo neighbours (protected domain → neighbours).
 
     ``serial`` fixes the SOA serial; otherwise ``serials`` (or a process-wide SerialStore) picks it from
@@ -156,58 +204,65 @@ def render_rpz(
         if progress is not None and (done % 1000 == 0 or done == total):
             progress(done, total)
 
-    body: list[str] = []
+    body: list[Record | str] = []
     if rules:
         body.append("; operator overrides (resolverguard zones, first zone first)")
     for hit in rules:
-        body.extend(_rule_lines(hit))
+        body.extend(_rule_records(hit))
         done += 1
         tick()
     exported = skipped = 0
+    target = _ACTION_TARGET[action]
     if neighbours:
-        body.append(f"; typo neighbours of protected domains: {_ACTION_RDATA[action]}")
-    rdata = _ACTION_RDATA[action]
+        body.append(f"; typo neighbours of protected domains: CNAME {target}")
     for name, of in neighbours:
-        lines = []
+        records = []
         if name not in protected and (table is None or table.lookup_qname(name) is None):
-            lines.append(f"{name} {ttl} {rdata}")
+            records.append(Record(name, ttl, "CNAME", target))
         if name not in protected_above and (table is None or table.covers_subtree(name) is None):
-            lines.append(f"*.{name} {ttl} {rdata}")
-        if lines:
+            records.append(Record(f"*.{name}", ttl, "CNAME", target))
+        if records:
             body.append(f"; typo of {of}")
-            body.extend(lines)
+            body.extend(records)
             exported += 1
-        if len(lines) < 2:
+        if len(records) < 2:
             skipped += 1
         done += 1
         tick()
     if progress is not None and total == 0:
         progress(0, 0)
 
-    body_text = "\n".join(body) + "\n"
-    digest = hashlib.sha256(f"{origin_name}\n{ttl}\n{body_text}".encode()).digest()
+    hasher = hashlib.sha256(f"{origin_name}\n{ttl}\n".encode())
+    for item in body:
+        hasher.update((item if isinstance(item, str) else item.line()).encode() + b"\n")
+    digest = hasher.digest()
     if serial is None:
         serial = (serials or _DEFAULT_SERIALS).next(digest)
-    refresh, retry, expire, minimum = SOA_TIMERS
-    head = [
-        f"; resolverguard RPZ export: {len(rules)} operator overrides, {exported} typo neighbours",
-        f"; content sha256 {digest.hex()}",
-        f"$ORIGIN {origin_name}",
-        f"$TTL {ttl}",
-        f"@ SOA {SOA_MNAME} {SOA_RNAME} {serial} {refresh} {retry} {expire} {minimum}",
-        f"@ NS {SOA_MNAME}",
-    ]
     log.info(
         "rpz export rendered origin=%s serial=%d overrides=%d neighbours=%d partly_skipped=%d",
-        origin_name, serial, len(rules), exported, skipped,
+        origin_name,
+        serial,
+        len(rules),
+        exported,
+        skipped,
     )
-    return "\n".join(head) + "\n" + body_text
+    summary = f"{len(rules)} operator overrides, {exported} typo neighbours"
+    return Export(origin_name, serial, ttl, tuple(body), digest, summary)
 
 
-def render_policy(
-    policy: Policy, *, origin: str = DEFAULT_ORIGIN, serials: SerialStore | None = None,
+def render_policy(policy: Policy, **kwargs: object) -> str:
+    """build_policy() as zone file text."""
+    return build_policy(policy, **kwargs).text()  # type: ignore[arg-type]
+
+
+def build_policy(
+    policy: Policy,
+    *,
+    origin: str = DEFAULT_ORIGIN,
+    serials: SerialStore | None = None,
+    serial: int | None = None,
     progress: Progress | None = None,
-) -> str:
+) -> Export:
     """The effective policy of a running guard as one zone: overrides plus the neighbours it would block.
 
     Each enumerated neighbour is checked against the guard itself, so what is exported is exactly what
@@ -220,7 +275,7 @@ def render_policy(
         blocked[domain] = sorted(n for n in found if _blocks(policy, n))
         if progress is not None:
             progress(i, len(protected))
-    return render_rpz(policy.table, blocked, origin=origin, serials=serials)
+    return build_rpz(policy.table, blocked, origin=origin, serials=serials, serial=serial)
 
 
 def _blocks(policy: Policy, name: str) -> bool:
@@ -228,7 +283,7 @@ def _blocks(policy: Policy, name: str) -> bool:
     return (
         match is not None
         and match.blocks
-        and policy.domain_actions.get(match.protected, policy.typo_action) != "log-only"
+        and policy.action_for(match) != "log-only"
     )
 
 
@@ -267,116 +322,14 @@ def _override_rules(table: PolicyTable | None) -> list[RpzHit]:
     return out
 
 
-# ---------------------------------------------------------------- AXFR
-
-
-# A policy line as render_rpz writes it: relative owner, TTL, CNAME to a fixed target. Parsing these
-# directly is ~20x faster than dns.zone for the bulk of an export (dnspython: ~200 µs per record).
-_FAST_LINE = re.compile(r"^([A-Za-z0-9*_-][A-Za-z0-9*_.-]*) (\d+) CNAME (\S+)$")
-
-
-@functools.lru_cache(maxsize=4)
-def _parsed(zone_text: str, origin: dns.name.Name) -> tuple[dns.rrset.RRset, list[dns.rrset.RRset]]:
-    """SOA and every other RRset of a zone text; cached, so repeated transfers of one export are cheap."""
-    lines = zone_text.splitlines()
-    directives = [line.split() for line in lines if line.startswith("$")]
-    fast_ok = all(
-        d[0].upper() == "$TTL" or (d[0].upper() == "$ORIGIN" and len(d) == 2 and dns.name.from_text(d[1]) == origin)
-        for d in directives
-    )
-    rest: list[str] = []
-    fast: list[dns.rrset.RRset] = []
-    targets: dict[str, dns.rdata.Rdata] = {}
-    for line in lines:
-        m = _FAST_LINE.match(line) if fast_ok else None
-        if m is None or m.group(1).endswith(".") or ".." in m.group(1):
-            rest.append(line)
-            continue
-        owner, ttl, target = m.groups()
-        if (rdata := targets.get(target)) is None:
-            rdata = targets[target] = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME, target, origin)
-        rrset = dns.rrset.RRset(dns.name.from_text(owner, origin), dns.rdataclass.IN, dns.rdatatype.CNAME)
-        rrset.add(rdata, int(ttl))
-        fast.append(rrset)
-    zone = dns.zone.from_text("\n".join(rest) + "\n", origin=origin, relativize=False, allow_include=False)
-    soa: dns.rrset.RRset | None = None
-    others: list[dns.rrset.RRset] = []
-    for name, rdataset in zone.iterate_rdatasets():
-        rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
-        rrset.update(rdataset)
-        if rdataset.rdtype == dns.rdatatype.SOA and name == origin:
-            soa = rrset
-        else:
-            others.append(rrset)
-    if soa is None:
-        raise dns.zone.NoSOA
-    return soa, others + fast
-
-
-def axfr_response(query: dns.message.Message, zone_text: str, origin: str | dns.name.Name) -> list[bytes]:
-    """Wire replies to a zone-transfer query for ``origin`` (TCP: frame each with a length prefix).
-
-    AXFR and IXFR (answered with the full zone, RFC 1995 §4) get SOA, every RR, SOA, split over as many
-    messages as needed; a SOA query (a secondary's refresh probe, usually over UDP) gets the SOA.
-    Anything else — another name, class or type, or a non-QUERY opcode — gets one REFUSED reply.
-    """
-    origin_name = origin if isinstance(origin, dns.name.Name) else dns.name.from_text(origin)
-    question = query.question[0] if len(query.question) == 1 else None
-    if (
-        question is None
-        or query.opcode() != dns.opcode.QUERY
-        or question.name != origin_name
-        or question.rdclass != dns.rdataclass.IN
-        or question.rdtype not in (dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.SOA)
-    ):
-        return [_refused(query)]
-    soa, others = _parsed(zone_text, origin_name)
-    if question.rdtype == dns.rdatatype.SOA:
-        reply = dns.message.make_response(query)
-        reply.flags |= dns.flags.AA
-        reply.answer.append(soa)
-        return [reply.to_wire()]
-    messages: list[bytes] = []
-    renderer = _renderer(query, question, first=True)
-    for rrset in [soa, *others, soa]:
-        for part in _split(rrset):
-            try:
-                renderer.add_rrset(dns.renderer.ANSWER, part)
-            except dns.exception.TooBig:
-                messages.append(_finish(renderer))
-                renderer = _renderer(query, question, first=False)
-                renderer.add_rrset(dns.renderer.ANSWER, part)
-    messages.append(_finish(renderer))
-    return messages
-
-
-def _split(rrset: dns.rrset.RRset) -> Iterable[dns.rrset.RRset]:
-    if len(rrset) <= 1:
-        yield rrset
-        return
-    for rdata in rrset:
-        one = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype)
-        one.add(rdata, rrset.ttl)
-        yield one
-
-
-def _renderer(query: dns.message.Message, question: dns.rrset.RRset, first: bool) -> dns.renderer.Renderer:
-    flags = dns.flags.QR | dns.flags.AA | (query.flags & dns.flags.RD)
-    renderer = dns.renderer.Renderer(id=query.id, flags=flags, max_size=AXFR_MAX_MESSAGE)
-    if first:
-        renderer.add_question(question.name, question.rdtype, question.rdclass)
-    return renderer
-
-
-def _finish(renderer: dns.renderer.Renderer) -> bytes:
-    renderer.write_header()
-    return renderer.get_wire()
-
-
-def _refused(query: dns.message.Message) -> bytes:
-    reply = dns.message.make_response(query)
-    reply.set_rcode(dns.rcode.REFUSED)
-    return reply.to_wire()
-
-
-__all__ = ["DEFAULT_ORIGIN", "EXPORT_ACTIONS", "SerialStore", "axfr_response", "render_policy", "render_rpz"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "EXPORT_ACTIONS",
+    "Export",
+    "Record",
+    "SerialStore",
+    "build_policy",
+    "build_rpz",
+    "render_policy",
+    "render_rpz",
+]

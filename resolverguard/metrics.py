@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,  # fmt: skip
+    start_http_server,
+)
 
 from . import __version__
-from .codes import OTHER_QTYPE, QTYPES, RPZ_ACTIONS, Action, Outcome, Qtype, Rcode, rcode_name
+from .codes import OTHER_QTYPE, QTYPES, RPZ_ACTIONS, Action, Outcome, Qtype, Rcode, SinkMode, TypoPolicy, rcode_name
+
+disable_created_metrics()  # no *_created series: one per counter child doubled /metrics and meant nothing here
 
 OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry an outcome metrics lack
 RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
-UPSTREAM_ERRORS = ("timeout", "error", "mismatch", "wrong_source")
+UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
-DECLARE_DOMAINS_MAX = 50  # pre-declared typo series per protected domain: 18 classes x actions x 3 qtypes
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 
 
@@ -31,6 +40,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
         self.queries = Counter("resolverguard_queries_total", "Queries received", ["transport", "qtype"], registry=r)
         self.responses = Counter(
             "resolverguard_responses_total", "Responses by outcome and rcode", ["outcome", "rcode"], registry=r
@@ -119,39 +129,41 @@ class Metrics:
             (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*Qtype, OTHER_QTYPE)
         }
 
-    def declare_policy(self, protected: Iterable[str], typo_classes: Iterable[str], zones: Iterable[str],
-                       actions: Iterable[str] = (Action.NXDOMAIN,), qtypes: Iterable[str] = (Qtype.A, Qtype.AAAA, Qtype.MX)) -> None:  # fmt: skip
-        """Create the series that depend on configuration, so dashboards show 0 rather than no data.
+    def declare_policy(self, entries: Mapping[str, Iterable[str]], class_policy: Mapping[str, str],
+                       zones: Iterable[str], qtypes: Iterable[str] = (Qtype.A, Qtype.AAAA, Qtype.MX)) -> None:  # fmt: skip
+        """Create every typo series a block can produce, so increase() alerts fire on the first one.
 
-        Per protected domain that is classes x actions x qtypes series; beyond DECLARE_DOMAINS_MAX domains
-        only the domain-independent series are created (the rest appear with their first block).
+        entries: protected entry as configured (mil, gmail.com) -> the actions its matches can get. Per
+        entry that is one series per typo class and typo qtype (60 with the defaults): a blocking class
+        counts in resolverguard_typo_blocks_total, a log-only class (or action) in ..._would_block_total.
         """
-        domains = list(protected)
-        classes, acts, types = tuple(typo_classes), tuple(actions), tuple(qtypes)
-        for domain in domains if len(domains) <= DECLARE_DOMAINS_MAX else ():
-            for cls in classes:
+        types = tuple(qtypes)
+        for entry, actions in entries.items():
+            for cls, mode in class_policy.items():
                 for qtype in types:
-                    self.typo_would_block.labels(domain, cls, qtype)
-                    for action in acts:
-                        if action != Action.LOG_ONLY:
-                            self.typo_blocks.labels(domain, cls, action, qtype)
+                    for action in actions:
+                        if action == Action.LOG_ONLY or mode == TypoPolicy.LOG_ONLY:
+                            self.typo_would_block.labels(entry, cls, qtype)
+                        else:
+                            self.typo_blocks.labels(entry, cls, action, qtype)
         for zone in zones:
             self.rules.labels(zone)
             for action in RPZ_ACTIONS:
                 self.rpz_hits.labels(zone, action)
 
-    def declare_sink(self, protected: Iterable[str], typo_classes: Iterable[str], mode: str) -> None:
-        """The sink's rejection series at 0: per protected domain and class (bounded as above), and "none"."""
-        domains = list(protected)
-        self.sink_rejections.labels("none", "none", mode)
-        for domain in domains if len(domains) <= DECLARE_DOMAINS_MAX else ():
-            for cls in typo_classes:
-                self.sink_rejections.labels(domain, cls, mode)
+    def declare_sink(self, entries: Iterable[str], typo_classes: Iterable[str]) -> None:
+        """The sink's rejection series at 0, per protected entry (as configured), class and mode, and "none"."""
+        classes = list(typo_classes)
+        for mode in SinkMode:
+            self.sink_rejections.labels("none", "none", mode)
+            for entry in entries:
+                for cls in classes:
+                    self.sink_rejections.labels(entry, cls, mode)
 
     def declare_upstreams(self, names: Iterable[str]) -> None:
         for name in names:
             self.upstream_duration.labels(name)
-            self.upstream_up.labels(name).set(1)
+            self.upstream_up.labels(name).set(float("nan"))  # unknown until the first exchange says up or down
             for kind in UPSTREAM_ERRORS:
                 self.upstream_errors.labels(name, kind)
             for rcode in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.SERVFAIL):
@@ -168,7 +180,7 @@ class Metrics:
         """Called by the upstream pool for every exchange: an rcode name or an error kind."""
         if result in UPSTREAM_ERRORS:
             self.upstream_errors.labels(name, result).inc()
-            if result in ("timeout", "error"):
+            if result in ("timeout", "refused", "error"):
                 self.upstream_up.labels(name).set(0)
             return
         self.upstream_responses.labels(name, result).inc()
@@ -192,4 +204,5 @@ def serve(registry: CollectorRegistry | None, host: str, port: int) -> None:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        ProcessCollector(registry=registry)  # the supervisor's own process
     start_http_server(port, addr=host, registry=registry)

@@ -194,10 +194,10 @@ class PolicyStage:
         """The inc() of the counter child this decision counts on (the labels depend only on the key)."""
         qtype = QTYPES.get(query.qtype, OTHER_QTYPE)
         if decision.typo is not None:
-            m = decision.typo
+            m, entry = decision.typo, self.policy.entry_of(decision.typo)  # mil, not navy.mil: series pre-declared
             if decision.outcome == Verdict.LOGGED_TYPO:
-                return self.metrics.typo_would_block.labels(m.protected, m.typo_class, qtype).inc
-            return self.metrics.typo_blocks.labels(m.protected, m.typo_class, decision.action, qtype).inc
+                return self.metrics.typo_would_block.labels(entry, m.typo_class, qtype).inc
+            return self.metrics.typo_blocks.labels(entry, m.typo_class, decision.action, qtype).inc
         if decision.rpz is not None:
             return self.metrics.rpz_hits.labels(decision.rpz.zone, decision.rpz.action).inc
         return None
@@ -239,8 +239,9 @@ class Forwarder:
             stale = self.cache.get(query, stale=True)
             if stale is not None:
                 return Answer(stale, Outcome.STALE)
-            return Answer(wire.reply_for(query, wire.SERVFAIL), Outcome.SERVFAIL)
-        if self.cache.put(query, reply):
+            return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), Outcome.SERVFAIL)
+        reply, stored = self.cache.store(query, reply)
+        if stored:
             self.metrics.cache_entries.set(len(self.cache))
         if self.on_answer is not None:
             self.on_answer(query, reply)

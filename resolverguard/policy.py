@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from . import names
 from .codes import QTYPE_NUMBERS, Action, Qtype, TypoPolicy, Verdict
 from .rpz import PolicyTable, RpzHit
 from .typo import TypoGuard, TypoMatch
@@ -65,10 +66,19 @@ class Policy:
         match = self.guard.find_neighbour(qname)
         if match is None:
             return FORWARD
-        action = self.domain_actions.get(match.protected, self.typo_action)
+        action = self.action_for(match)
         if action == Action.LOG_ONLY or match.policy == TypoPolicy.LOG_ONLY:
             return Decision(Action.FORWARD, Verdict.LOGGED_TYPO, typo=match)
         return Decision(action, Verdict.BLOCKED_TYPO, typo=match)
+
+    def entry_of(self, match: TypoMatch) -> str:
+        """The protected entry as configured that a match falls under: mil for navy.mil, else the domain."""
+        return next((p for p in names.parents(match.protected) if p in self.guard.protected), match.protected)
+
+    def action_for(self, match: TypoMatch) -> str:
+        """The [typo] domains action of the match's protected domain or of its entry, else [typo] action."""
+        return (self.domain_actions.get(match.protected) or self.domain_actions.get(self.entry_of(match))
+                or self.typo_action)  # fmt: skip
 
 
 def _address(client: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -9,12 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import config as config_mod
+from . import names
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
 from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
-from .typo import TYPO_CLASSES, TypoGuard, learned, load_domain_list
+from .typo import TypoGuard, learned, load_domain_list
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,23 @@ def policy_files(cfg: Config) -> dict[str, list[Path]]:
     return {kind: sorted(root.glob(f"*.{kind}")) for kind in ("rpz", "protect", "allow")}
 
 
+def _check_zones_dir(cfg: Config) -> None:
+    """A zones_dir that is missing or unreadable is an error, not an empty policy."""
+    if not cfg.zones_dir:
+        return
+    where = f"zones_dir {cfg.zones_dir}"
+    try:
+        os.listdir(cfg.zones_dir)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such directory (relative to the config file, or to the current "
+                          "directory without one; give --zones or --config)") from None  # fmt: skip
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+
+
 def load_policy(cfg: Config, generation: int = 0) -> Policy:
     """Parse and validate everything that decides; raises ConfigError (naming file and line) on any error."""
-    if cfg.zones_dir and not Path(cfg.zones_dir).is_dir():
-        log.warning("zones directory missing zones_dir=%s", cfg.zones_dir)
+    _check_zones_dir(cfg)
     files = policy_files(cfg)
     protect = list(cfg.protect)
     allow = list(cfg.allow)
@@ -39,16 +53,24 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
     for path in files["allow"]:
         allow += load_domain_list(path)
     zones = load_zone_dir(cfg.zones_dir) if files["rpz"] else []
-    unknown = set(cfg.typo_classes) - set(TYPO_CLASSES)
-    if unknown:
-        raise ConfigError(f"{cfg.config_path or 'config'}: unknown typo class {sorted(unknown)[0]!r}; known: "
-                          + ", ".join(TYPO_CLASSES))  # fmt: skip
     try:
         guard = TypoGuard.build(protect, allow, class_policy=cfg.typo_classes,
                                 tld_second_level=cfg.tld_second_level or None,
                                 learned=learned.load(learned.path_in(cfg.state_dir)))  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"{cfg.config_path or 'config'}: {exc}") from None
+    for name in cfg.domain_actions:  # an action for a name nothing protects would silently do nothing
+        if not any(p in guard.protected for p in names.parents(name)):
+            raise ConfigError(f"{cfg.where('domain_actions')}: {name} is not a protected domain (nor under a "
+                              "protected entry such as mil)")  # fmt: skip
+    for name in cfg.tld_second_level:
+        if name not in guard.protected:
+            raise ConfigError(f"{cfg.where('tld_second_level')}: {name} is not a protected entry")
+    for warning in policy_warnings(cfg, guard):
+        log.warning("%s", warning)
+    if not guard.protected and not cfg.allow_empty:
+        raise ConfigError(f"nothing to protect: no domain in {Path(cfg.zones_dir) / '*.protect'}, protect or "
+                          "--protect; give --allow-empty (or allow_empty = true) to run without protection")  # fmt: skip
     return Policy(
         table=PolicyTable(zones),
         guard=guard,
@@ -57,6 +79,27 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
         typo_qtypes=frozenset(QTYPE_NUMBERS[t.upper()] for t in cfg.typo_qtypes),
         generation=generation,
     )
+
+
+def policy_warnings(cfg: Config, guard: TypoGuard) -> list[str]:
+    """What loads but is probably a mistake: a bare public suffix entry that blocks nothing."""
+    out = []
+    for entry in sorted(guard.protected):
+        if names.is_public_suffix(entry) and entry != "mil" and not cfg.tld_second_level.get(entry):
+            out.append(f"protected entry {entry} is a public suffix with no known second-level names: it "
+                       f"blocks nothing; protect registrable domains (example.{entry}) or list names in "
+                       "[typo] second_level")  # fmt: skip
+    return out
+
+
+def entry_actions(policy: Policy) -> dict[str, set[str]]:
+    """Protected entry -> every action a match under it can get ([typo] domains may name names below mil)."""
+    out = {e: {policy.domain_actions.get(e) or policy.typo_action} for e in sorted(policy.guard.protected)}
+    for name, action in policy.domain_actions.items():
+        entry = next((p for p in names.parents(name) if p in out), None)
+        if entry is not None and entry != name:
+            out[entry].add(action)
+    return out
 
 
 class PolicyHolder:
@@ -73,10 +116,8 @@ class PolicyHolder:
         return self.policy
 
     def _published(self, policy: Policy) -> None:
-        actions = {policy.typo_action, *policy.domain_actions.values()}
         qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
-        self.metrics.declare_policy(sorted(policy.guard.protected), TYPO_CLASSES, policy.table.rule_count,
-                                    sorted(actions), qtypes)  # fmt: skip
+        self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         self.metrics.typo_learned_labels.set(policy.guard.learned_count)
         log.info("policy loaded generation=%d protected=%d override_rules=%d", policy.generation,
@@ -97,14 +138,30 @@ class PolicyHolder:
             return True
 
     async def watch(self) -> None:
-        """Reload when a file under zones/ or the config file changes."""
+        """Reload when a file under zones/ or the config file changes.
+
+        Directories are watched, not files: an editor or `sed -i` replaces the config file by a rename,
+        and a watch on the old file would see nothing after the first edit.
+        """
         from watchfiles import awatch
 
-        paths = [p for p in (self.cfg.zones_dir, self.cfg.config_path) if p and os.path.exists(p)]
-        if not paths:
+        zones = os.path.abspath(self.cfg.zones_dir) if self.cfg.zones_dir else None
+        config = os.path.abspath(self.cfg.config_path) if self.cfg.config_path else None
+        dirs = sorted({d for d in (zones, config and os.path.dirname(config)) if d and os.path.isdir(d)})
+        if not dirs:
             return
-        async for _changes in awatch(*paths, debounce=200, step=50, recursive=False):
+
+        def relevant(_change: object, path: str) -> bool:
+            return path == config or (zones is not None and os.path.dirname(path) == zones)
+
+        async for _changes in awatch(*dirs, watch_filter=relevant, debounce=200, step=50, recursive=False):
             await self.reload()
+
+    async def start_watching(self) -> asyncio.Task:
+        """Start watch() and return once its watches are in place, so that a change made after start-up is seen."""
+        task = asyncio.ensure_future(self.watch())
+        await asyncio.sleep(0)  # the task runs up to its first thread hop: the inotify watches exist by then
+        return task
 
 
 def reread_config(path: str | None, overrides: dict) -> Callable[[], Config]:

@@ -44,13 +44,12 @@ class Server:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for _ in range(20):
             udp, _proto = await loop.create_datagram_endpoint(
-                lambda: UdpListener(self), local_addr=(host, port), family=family, reuse_port=reuse_port or None
+                lambda: UdpListener(self), sock=_bound(family, socket.SOCK_DGRAM, host, port, reuse_port)
             )
             bound = udp.get_extra_info("sockname")[1]
             try:
-                tcp = await loop.create_server(
-                    lambda: TcpConnection(self), host, bound, family=family, reuse_port=reuse_port or None, backlog=1024
-                )
+                tcp_sock = _bound(family, socket.SOCK_STREAM, host, bound, reuse_port)
+                tcp = await loop.create_server(lambda: TcpConnection(self), sock=tcp_sock, backlog=1024)
             except OSError:
                 udp.close()
                 if port:
@@ -99,6 +98,8 @@ class Server:
                     self.inflight.add(task)
                     task.add_done_callback(self.inflight.discard)
                     return
+        except wire.BadVersion:  # EDNS version > 0: BADVERS before policy and cache (RFC 6891 6.1.3)
+            answer = Answer(wire.badvers_reply(data), "formerr")
         except (wire.Unreadable, wire.NotQuery) as exc:
             self.metrics.malformed.labels(_DROPPED[type(exc)]).inc()
             answer = Answer(None, "dropped")
@@ -132,6 +133,24 @@ class Server:
         self.metrics.response(answer.outcome, reply, time.perf_counter() - started)
 
 
+def _bound(family: int, kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A socket bound to host:port; IPv6 ones IPV6_V6ONLY, so [::]:53 and 0.0.0.0:53 can both be bound."""
+    addr = socket.getaddrinfo(host, port, family, kind, 0, socket.AI_NUMERICHOST)[0][4]
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class UdpListener(asyncio.DatagramProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -149,7 +168,17 @@ class UdpListener(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP client: length-framed queries, pipelined, answered out of order; idle timeout; connection cap."""
+    """One TCP client: length-framed queries, pipelined, answered out of order; bounded in memory and time.
+
+    Per connection at most MAX_PENDING queries are in flight and about WRITE_HIGH bytes of replies wait in
+    the write buffer: above either, reading pauses (the kernel's buffers then push back on the client). A
+    client that stops reading for IDLE seconds, or never completes a frame, is aborted (not closed: close()
+    would wait for a buffer the client never drains).
+    """
+
+    MAX_PENDING = 64
+    WRITE_HIGH = 64 * 1024
+    MAX_BUFFER = 2 + 65535  # one maximal frame: more unparsed input than that is never held
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -157,19 +186,25 @@ class TcpConnection(asyncio.Protocol):
         self.pending = 0
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.write_paused = False
+        self.read_paused = False
+        self.parsing = False  # _frames is running: a synchronous answer must not re-enter it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         conns = self.server.tcp_connections
         if len(conns) >= self.server.tcp_max_connections:
-            idle = next((c for c in conns if c.pending == 0), None)  # least recently active first
-            if idle is None:
+            # make room: the least recently active connection goes, pending queries or not (a thousand slow
+            # queries must not lock every new client out: TCP is also the fallback for truncated answers)
+            oldest = next(iter(conns), None)
+            if oldest is None:
                 self.server.metrics.tcp_rejected.inc()
                 self.closed = True
                 transport.close()
                 return
-            idle.transport.close()  # make room: drop the longest-idle connection (slowloris defence)
-            conns.pop(idle, None)
+            conns.pop(oldest, None)
+            oldest.abort()
+            self.server.metrics.tcp_rejected.inc()
         peer = transport.get_extra_info("peername")
         if peer is None:  # reset before we got here: nothing to serve
             self.closed = True
@@ -177,6 +212,7 @@ class TcpConnection(asyncio.Protocol):
             return
         self.peer = peer[0]
         conns[self] = None
+        transport.set_write_buffer_limits(high=self.WRITE_HIGH)
         self._arm()
 
     def _arm(self) -> None:
@@ -185,41 +221,85 @@ class TcpConnection(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(self.server.tcp_idle_timeout, self._idle)
 
     def _idle(self) -> None:
-        if self.pending:
+        """No complete frame and no reply taken for the idle timeout: the client is gone, stalled or dribbling."""
+        if self.pending and not self.write_paused:  # queries still with the upstreams (bounded by their deadline)
             self._arm()
         else:
-            self.transport.close()
+            self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.buffer = b""
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         if self not in self.server.tcp_connections:  # evicted to make room: its reading is over
             return
-        self.server.tcp_connections.move_to_end(self)
-        self._arm()
         self.buffer += data
-        while len(self.buffer) >= 2:
+        self._frames()
+
+    def _frames(self) -> None:
+        """Answer the complete frames in the buffer while under the in-flight bound; pause reading otherwise."""
+        if self.parsing:
+            return
+        self.parsing = True
+        try:
+            self._parse()
+        finally:
+            self.parsing = False
+        self._flow()
+
+    def _parse(self) -> None:
+        while len(self.buffer) >= 2 and self.pending < self.MAX_PENDING and not self.write_paused and not self.closed:
             size = int.from_bytes(self.buffer[:2], "big")
             if size < 12:  # zero-length or header-less frame: nothing to answer, stop reading
                 self.server.metrics.malformed.labels("tcp_frame").inc()
-                self.transport.close()
-                self.closed = True
+                self.abort()
                 return
             if len(self.buffer) < 2 + size:
-                return
+                break
             msg, self.buffer = self.buffer[2 : 2 + size], self.buffer[2 + size :]
+            self.server.tcp_connections.move_to_end(self)
+            self._arm()  # only a complete frame counts as activity: a byte every few seconds does not
             self.pending += 1
             self.server.answer(msg, self.peer, True, self._send)
 
+    def _flow(self) -> None:
+        if self.closed:
+            return
+        busy = self.write_paused or self.pending >= self.MAX_PENDING or len(self.buffer) > self.MAX_BUFFER
+        if busy and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+        elif not busy and self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closed:
+            self.server.tcp_connections.move_to_end(self)
+            self._arm()
+        self._frames()
+
     def _send(self, payload: Payload) -> None:
         self.pending -= 1
-        if self.closed or payload is None:
+        if self.closed:
             return
-        for msg in payload if isinstance(payload, list) else (payload,):
-            self.transport.write(wire.frame(msg))
+        if payload is not None:
+            for msg in payload if isinstance(payload, list) else (payload,):
+                self.transport.write(wire.frame(msg))
+        self._frames()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.buffer = b""
         if self.timer is not None:
             self.timer.cancel()
         self.server.tcp_connections.pop(self, None)

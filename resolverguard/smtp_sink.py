@@ -87,7 +87,8 @@ class SinkHandler:
         answer = refusal(address, self.current_policy(), cfg.smtp_sink_mode, cfg.smtp_sink_template)
         m = answer.match
         mode = cfg.smtp_sink_mode
-        self.metrics.sink_rejections.labels(m.protected if m else "none", m.typo_class if m else "none", mode).inc()
+        entry = self.current_policy().entry_of(m) if m else "none"  # the entry as configured: mil for army.mil
+        self.metrics.sink_rejections.labels(entry, m.typo_class if m else "none", mode).inc()
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         emit_event({
             "time": timestamp(), "event": "sink_rejection", "mta": peer, "sender": envelope.mail_from,

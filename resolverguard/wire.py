@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 from .errors import MalformedQuery, ResolverGuardError
 
-QR, TC, RD, CD = 0x8000, 0x0200, 0x0100, 0x0010
+QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 1, 2, 3, 4, 5
 OPT, SOA, ANY = 41, 6, 255
+OPT_EDE = 15  # the one EDNS option a stored reply keeps: it describes the answer, not the exchange
+EDNS_PAYLOAD = 1232  # what the guard advertises, to clients and upstreams (DNS flag day 2020)
 _HDR = struct.Struct("!HHHHHH")
 _U16 = struct.Struct("!H")
 _RR = struct.Struct("!HHIH")  # type, class, ttl, rdlength
@@ -33,6 +35,10 @@ class NotImplementedOpcode(ResolverGuardError):
     rcode_hint = NOTIMP
 
 
+class BadVersion(ResolverGuardError):
+    """EDNS version other than 0: answered BADVERS (RFC 6891 6.1.3), before the cache"""
+
+
 @dataclass(slots=True)
 class Query:
     """One client query, scanned from the wire without building message objects.
@@ -52,7 +58,7 @@ class Query:
     do: bool
     client: str  # client address (host only)
     tcp: bool
-    key: bytes  # cache key: lowercased question plus the bits that change the answer (EDNS, DO, CD)
+    key: bytes  # cache key: lowercased question plus the bits that change the answer (EDNS, DO, CD, AD)
     _qname: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -64,11 +70,15 @@ class Query:
 
 
 def cache_key(data: bytes, qend: int, flags: int, edns: bool, do: bool) -> bytes:
-    """The question with its name lowercased (not QTYPE/QCLASS: 65 is "A"), plus one octet of EDNS/DO/CD bits."""
-    return data[12 : qend - 4].lower() + data[qend - 4 : qend] + _BITS[(edns << 2) | (do << 1) | bool(flags & CD)]
+    """The question with its name lowercased (not QTYPE/QCLASS: 65 is "A"), plus one octet of EDNS/DO/CD/AD bits.
+
+    AD in a query asks for the AD bit in the reply (RFC 6840 5.7): an AD=0 asker must not fix what AD=1 gets.
+    """
+    bits = (edns << 3) | (do << 2) | (bool(flags & CD) << 1) | bool(flags & AD)
+    return data[12 : qend - 4].lower() + data[qend - 4 : qend] + _BITS[bits]
 
 
-_BITS = [bytes((i,)) for i in range(8)]
+_BITS = [bytes((i,)) for i in range(16)]
 
 
 def name_end(data: bytes, pos: int) -> int:
@@ -164,6 +174,8 @@ def parse_query(data: bytes, client: str, tcp: bool) -> Query:
                 if edns or pos != owner + 1:  # a second OPT, or an owner other than the root
                     raise MalformedQuery("bad OPT record")
                 edns, payload, do = True, max(512, rclass), bool(ttl & 0x8000)
+                if ttl & 0x00FF0000:
+                    raise BadVersion()
             pos += 10 + rdlen
         if pos > len(data):
             raise MalformedQuery("record runs past the end of the packet")
@@ -173,12 +185,41 @@ def parse_query(data: bytes, client: str, tcp: bool) -> Query:
     return Query(data, qid, flags, qtype, qclass, qend, edns, payload, do, client, tcp, key)
 
 
+def opt_record(do: bool, ede: tuple[int, str] | None = None, ext_rcode: int = 0) -> bytes:
+    """The guard's own OPT record: payload 1232, version 0, DO echoed, optionally one EDE (RFC 8914)."""
+    rdata = b""
+    if ede is not None:
+        text = ede[1].encode("utf-8")[:300]
+        rdata = _U16X2.pack(OPT_EDE, 2 + len(text)) + _U16.pack(ede[0]) + text
+    ttl = (ext_rcode << 24) | (0x8000 if do else 0)
+    return b"\x00" + _RR.pack(OPT, EDNS_PAYLOAD, ttl, len(rdata)) + rdata
+
+
+def _query_opt(data: bytes) -> tuple[bool, bool]:
+    """Best effort for replies to unparsable queries: (has an OPT record, its DO bit)."""
+    try:
+        _, _, qd, an, ns, ar = _HDR.unpack_from(data)
+        pos = 12
+        for _ in range(qd):
+            pos = skip_name(data, pos) + 4
+        for i in range(an + ns + ar):
+            pos = skip_name(data, pos)
+            rtype, _, ttl, rdlen = _RR.unpack_from(data, pos)
+            if rtype == OPT and i >= an + ns:
+                return True, bool(ttl & 0x8000)
+            pos += 10 + rdlen
+    except (struct.error, IndexError, MalformedQuery):
+        pass
+    return False, False
+
+
 def error_reply(data: bytes, rcode: int) -> bytes | None:
-    """A header-only (plus question, when readable) reply with rcode; None if no header."""
+    """A header-only (plus question, when readable) reply with rcode, OPT if the query had one; None if no header."""
     if len(data) < 12:
         return None
     qid, flags = _U16.unpack_from(data)[0], _U16.unpack_from(data, 2)[0]
-    flags = QR | (flags & 0x7900) | 0x0080 | (rcode & 0xF)  # opcode, RD kept; RA set
+    ra = 0 if rcode == NOTIMP else RA  # NOTIMP: not even recursion is on offer for this opcode
+    flags = QR | (flags & 0x7900) | ra | (rcode & 0xF)  # opcode, RD kept
     question = b""
     if data[4:6] == b"\x00\x01":
         try:
@@ -187,13 +228,29 @@ def error_reply(data: bytes, rcode: int) -> bytes | None:
                 question = data[12 : pos + 4]
         except MalformedQuery:
             pass
-    return _HDR.pack(qid, flags, 1 if question else 0, 0, 0, 0) + question
+    edns, do = _query_opt(data)
+    opt = opt_record(do) if edns else b""
+    return _HDR.pack(qid, flags, 1 if question else 0, 0, 0, 1 if edns else 0) + question + opt
 
 
-def reply_for(query: Query, flags_rcode: int, body: bytes = b"", counts: tuple[int, int, int] = (0, 0, 0)) -> bytes:
-    """A reply to query with the given rcode, the client's question and an optional body."""
-    flags = QR | (query.flags & 0x7910) | 0x0080 | flags_rcode
-    return _HDR.pack(query.id, flags, 1, *counts) + query.data[12 : query.qend] + body
+def reply_for(query: Query, flags_rcode: int, body: bytes = b"", counts: tuple[int, int, int] = (0, 0, 0),
+              ede: tuple[int, str] | None = None) -> bytes:  # fmt: skip
+    """A reply to query with the given rcode, the client's question, an optional body; OPT (and EDE) for EDNS."""
+    flags = QR | (query.flags & 0x7910) | RA | flags_rcode
+    if not query.edns:
+        return _HDR.pack(query.id, flags, 1, *counts) + query.data[12 : query.qend] + body
+    an, ns, ar = counts
+    return (_HDR.pack(query.id, flags, 1, an, ns, ar + 1) + query.data[12 : query.qend] + body
+            + opt_record(query.do, ede))  # fmt: skip
+
+
+def badvers_reply(data: bytes) -> bytes | None:
+    """BADVERS (extended rcode 16: 1 in the OPT, 0 in the header) with an OPT of version 0 and no answer."""
+    reply = error_reply(data, 0)
+    edns, do = _query_opt(data)
+    if reply is None or not edns:
+        return reply
+    return reply[: -len(opt_record(do))] + opt_record(do, ext_rcode=1)
 
 
 def with_id_and_question(reply: bytes, query: Query) -> bytes:
@@ -259,13 +316,51 @@ def patch_ttls(reply: bytes, offsets: tuple[int, ...], elapsed: int) -> bytes:
 
 
 def fit_udp(reply: bytes, query: Query) -> bytes:
-    """Never send more than the client can take over UDP: cut to the question and set TC."""
+    """Never send more than the client can take over UDP.
+
+    First without the optional records (RFC 2181 9: additional records, and the authority section of a positive
+    answer), which needs no TC; only when the answer itself does not fit, cut to the question and set TC.
+    """
     if len(reply) <= query.payload:
         return reply
+    smaller = _without_optional(reply)
+    if smaller is not None and len(smaller) <= query.payload:
+        return smaller
     qid, flags = _U16.unpack_from(reply)[0], _U16.unpack_from(reply, 2)[0]
     # OPT: 1232 bytes, the client's DO bit echoed (RFC 3225)
     opt = (b"\x00\x00\x29\x04\xd0\x00\x00" + (b"\x80" if query.do else b"\x00") + b"\x00\x00\x00") if query.edns else b""
     return _HDR.pack(qid, flags | TC, 1, 0, 0, 1 if opt else 0) + query.data[12 : query.qend] + opt
+
+
+def _without_optional(reply: bytes) -> bytes | None:
+    """The reply with its additional records (the OPT kept) and, for a positive answer, its authority dropped."""
+    try:
+        qid, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
+        pos = 12
+        for _ in range(qd):
+            pos = skip_name(reply, pos) + 4
+        for _ in range(an):
+            pos = skip_name(reply, pos)
+            pos += 10 + _RR.unpack_from(reply, pos)[3]
+        answer_end = pos
+        for _ in range(ns):
+            pos = skip_name(reply, pos)
+            pos += 10 + _RR.unpack_from(reply, pos)[3]
+        authority_end, opt = pos, b""
+        for _ in range(ar):
+            start = pos
+            pos = skip_name(reply, pos)
+            rtype, _, _, rdlen = _RR.unpack_from(reply, pos)
+            pos += 10 + rdlen
+            if rtype == OPT:
+                opt = reply[start:pos]
+    except (struct.error, IndexError, MalformedQuery):
+        return None
+    if pos != len(reply):  # not what the counts say: no surgery, TC
+        return None
+    keep_ns = an == 0  # a negative answer needs its SOA (RFC 2308)
+    body = reply[12 : authority_end if keep_ns else answer_end]
+    return _HDR.pack(qid, flags, qd, an, ns if keep_ns else 0, 1 if opt else 0) + body + opt
 
 
 def frame(msg: bytes) -> bytes:
@@ -274,11 +369,77 @@ def frame(msg: bytes) -> bytes:
 
 
 def reply_matches(reply: bytes, sent: bytes, qend: int) -> bool:
-    """An upstream reply answers what we sent: same ID, QR set, identical question octets."""
-    return (
-        len(reply) >= qend
-        and reply[:2] == sent[:2]
-        and reply[2] & 0x80 != 0
-        and reply[4:6] == b"\x00\x01"
-        and reply[12:qend] == sent[12:qend]
-    )
+    """An upstream reply answers what we sent: same ID, QR set, identical question octets.
+
+    FORMERR and NOTIMP may come without a question (RFC 6891 7, RFC 1035 4.1.1): same ID and QR are enough.
+    """
+    if len(reply) < 12 or reply[:2] != sent[:2] or not reply[2] & 0x80:
+        return False
+    if reply[4:6] == b"\x00\x00":
+        return reply[3] & 0xF in (FORMERR, NOTIMP)
+    return len(reply) >= qend and reply[4:6] == b"\x00\x01" and reply[12:qend] == sent[12:qend]
+
+
+def upstream_query(query: Query, qid: bytes, question: bytes, edns: bool) -> bytes:
+    """The query the guard sends upstream: new ID, RD/CD/AD of the client, the question, and our own OPT.
+
+    None of the client's EDNS options (COOKIE, NSID, ECS, padding, unknown ones) leave the guard: they belong
+    to the client's exchange with us, and an upstream that chokes on one must not be marked down for it.
+    """
+    flags = query.flags & (RD | CD | AD)
+    if edns and query.edns:
+        return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + opt_record(query.do)
+    return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
+
+
+def with_question(reply: bytes, question: bytes) -> bytes:
+    """A question-less reply (FORMERR, NOTIMP) given the question back, so it can be re-addressed to the client."""
+    if reply[4:6] != b"\x00\x00":
+        return reply
+    return reply[:4] + b"\x00\x01" + reply[6:12] + question + reply[12:]
+
+
+def clean_reply(reply: bytes, cd: int = 0) -> bytes:
+    """An upstream reply as a forwarder passes it on: AA clear, RA set, CD as the client sent it (cd: the query's
+    CD bit; RFC 4035 3.2.2, and it is in the cache key), no per-exchange EDNS options.
+
+    Kept in the OPT: payload, version, DO and EDE; dropped: COOKIE, NSID, ECS, EXPIRE, padding and unknown
+    options, which were the upstream's to us and would be replayed from the cache to every client.
+    """
+    try:
+        _, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
+        flags = (flags & ~(AA | CD)) | RA | cd
+        pos = 12
+        for _ in range(qd):
+            pos = skip_name(reply, pos) + 4
+        for i in range(an + ns + ar):
+            owner = pos
+            pos = skip_name(reply, pos)
+            rtype, rclass, ttl, rdlen = _RR.unpack_from(reply, pos)
+            end = pos + 10 + rdlen
+            if rtype == OPT and i >= an + ns and end <= len(reply):
+                kept, opos = b"", pos + 10
+                while opos + 4 <= end:
+                    code, olen = _U16X2.unpack_from(reply, opos)
+                    if code == OPT_EDE:
+                        kept += reply[opos : opos + 4 + olen]
+                    opos += 4 + olen
+                rr = reply[owner:pos] + _RR.pack(OPT, rclass, ttl & 0xFFFF8000, len(kept)) + kept
+                return reply[:2] + _U16.pack(flags) + reply[4:owner] + rr + reply[end:]
+            pos = end
+    except (struct.error, IndexError, MalformedQuery):
+        return reply
+    return reply[:2] + _U16.pack(flags) + reply[4:]
+
+
+def record_ttls(reply: bytes, offsets: tuple[int, ...]) -> list[int]:
+    return [_U32.unpack_from(reply, off)[0] for off in offsets]
+
+
+def cap_ttls(reply: bytes, offsets: tuple[int, ...], max_ttl: int) -> bytes:
+    """No TTL above max_ttl: what the cache keeps is also what clients are told ([cache] max_ttl)."""
+    buf = bytearray(reply)
+    for off in offsets:
+        if _U32.unpack_from(buf, off)[0] > max_ttl:
+            _U32.pack_into(buf, off, max_ttl)
+    return bytes(buf)

@@ -1,4 +1,4 @@
-"""--workers N: N forked processes sharing the listen ports (SO_REUSEPORT), one /metrics, signals fanned out."""
+"""--workers N: N forked processes sharing the listen ports (SO_REUSEPORT), one /metrics, one export state dir."""
 
 from __future__ import annotations
 
@@ -28,14 +28,23 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
     """
     metrics_dir = tempfile.mkdtemp(prefix="resolverguard-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
+    # One export state directory for all workers: the same serial, journal and notify state everywhere.
+    export_dir = "" if cfg.export_state_dir else tempfile.mkdtemp(prefix="resolverguard-export-")
     try:
         from .reload import load_policy
 
         load_policy(cfg)  # a bad zone or list fails once, here, with exit 2
-        worker_cfg = replace(cfg, listen=tuple(_concrete(ep) for ep in cfg.listen), metrics=None)
+        worker_cfg = replace(
+            cfg,
+            listen=tuple(_concrete(ep) for ep in cfg.listen),
+            metrics=None,
+            export_state_dir=cfg.export_state_dir or export_dir,
+        )
         return _run_workers(cfg, worker_cfg, run)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if export_dir:
+            shutil.rmtree(export_dir, ignore_errors=True)
 
 
 def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) -> int:
@@ -76,8 +85,12 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
         signal.signal(sig, forward)
     if cfg.metrics:
         metrics_mod.serve(None, cfg.metrics.host, cfg.metrics.port)
-        log.info("metrics address=%s port=%d path=/metrics workers=%d", cfg.metrics.host, cfg.metrics.port,
-                 worker_cfg.workers)  # fmt: skip
+        log.info(
+            "metrics address=%s port=%d path=/metrics workers=%d",
+            cfg.metrics.host,
+            cfg.metrics.port,
+            worker_cfg.workers,
+        )
     worst = 0
     while children:
         try:

@@ -33,7 +33,7 @@ def start_guard(tmp_path):
     def start(*args: str, zones: Path | None = None, env: dict | None = None) -> Guard:
         zdir = zones if zones is not None else tmp_path / "zones"
         zdir.mkdir(exist_ok=True)
-        argv = ["--zones", str(zdir), "--events", str(tmp_path / "events.jsonl"), *args]
+        argv = ["--zones", str(zdir), "--events", str(tmp_path / "events.jsonl"), "--allow-empty", *args]
         if not any(a.startswith("--listen") or a == "-l" for a in args):
             argv += ["--listen", "127.0.0.1:0"]
         g = Guard(argv, cwd=tmp_path, env=env)

@@ -121,7 +121,7 @@ def fuzz_message(rng: random.Random) -> bytes:
     return bytes(data)
 
 
-REPLIED = frozenset({"query", "formerr", "notimp"})  # kinds of datagram the guard must answer
+REPLIED = frozenset({"query", "formerr", "notimp", "badvers"})  # kinds of datagram the guard must answer
 
 
 def expected_kind(data: bytes) -> str:
@@ -135,6 +135,8 @@ def expected_kind(data: bytes) -> str:
         return "response"
     except wire.NotImplementedOpcode:
         return "notimp"
+    except wire.BadVersion:  # EDNS version above 0: BADVERS
+        return "badvers"
     except MalformedQuery:
         return "formerr"
     return "query"

@@ -45,7 +45,7 @@ def test_check_blocked_exits_1_with_json_verdict(tmp_path, name, protected, typo
     assert out.stderr == ""
 
 
-@pytest.mark.parametrize("name", ["army.mil", "mail.army.mil", "mail.com", "example.org", "."])
+@pytest.mark.parametrize("name", ["army.mil", "mail.army.mil", "mail.com", "example.org"])
 def test_check_allowed_exits_0(tmp_path, name):
     out = _check(tmp_path, name, "--json")
     assert out.returncode == 0, out.stderr
@@ -97,6 +97,7 @@ def test_check_allow_list(tmp_path):
     "a..b",  # an empty label
     "\u2603.com",  # a snowman: not IDNA
     "ab\u200d.com",  # a joiner where IDNA forbids it
+    "x y.com",  # words, not a name
 ])  # fmt: skip
 def test_check_garbage_is_one_line_exit_2(tmp_path, name):
     out = _check(tmp_path, name)
@@ -106,7 +107,7 @@ def test_check_garbage_is_one_line_exit_2(tmp_path, name):
     assert out.stdout == ""
 
 
-@pytest.mark.parametrize("name", ["\\000.com", "xn--zz-.com", "-.-", "x y.com", "a" * 63 + "." + "b" * 63 + ".ml"])
+@pytest.mark.parametrize("name", ["\\000.com", "xn--zz-.com", "-.-", "a" * 63 + "." + "b" * 63 + ".ml"])
 def test_check_odd_but_valid_query_names_get_a_verdict(tmp_path, name):
     out = _check(tmp_path, name, "--json")
     assert out.returncode in (0, 1), out.stderr

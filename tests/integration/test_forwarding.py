@@ -275,7 +275,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, argv, expected):
         ("timeout = 1.0\nlisten = [\n", "guard.toml:2"),
         ("timeout = 1.0\nfrobnicate = 3\n", "guard.toml:2: unknown key 'frobnicate'"),
         ('\n\ntimeout = "soon"\n', "guard.toml:3: timeout: expected a number"),
-        ('[typo]\naction = "explode"\n', "guard.toml:2: typo_action"),
+        ('[typo]\naction = "explode"\n', "guard.toml:2: [typo] action: 'explode' is not one of"),
     ],
 )
 def test_invalid_config_names_file_and_line(tmp_path, text, expected):

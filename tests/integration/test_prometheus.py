@@ -231,8 +231,10 @@ def test_dashboard_and_alert_queries_return_data_from_a_real_prometheus(upstream
     zones.mkdir()
     shutil.copy(ROOT / "zones" / "10-overrides.rpz", zones)  # an override zone: rules and rpz_hits series
     metrics_port = free_port()
-    guard = start_guard("--upstream", upstream.address, "--metrics", f"127.0.0.1:{metrics_port}",
-                        "--protect", "army.mil", "--protect", "gmail.com", zones=zones)  # fmt: skip
+    config = tmp_path / "guard.toml"  # the SMTP sink on: its panel and alert read its series too
+    config.write_text(f'[smtp_sink]\nlisten = ["127.0.0.1:{free_port()}"]\n')
+    guard = start_guard("--config", str(config), "--upstream", upstream.address, "--metrics",
+                        f"127.0.0.1:{metrics_port}", "--protect", "army.mil", "--protect", "gmail.com", zones=zones)  # fmt: skip
     target = f"127.0.0.1:{metrics_port}"
     metrics_text = http_get(f"http://{target}/metrics")
 

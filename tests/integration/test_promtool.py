@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
+from fakes import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from realprog import require_program
 
 pytestmark = pytest.mark.realprog
@@ -44,7 +51,8 @@ tests:
               description: >-
                 mx1:9153 blocked lookups of names that resemble army.mil
                 (typo class tld_typo): about 1 in 5 minutes. A mail was probably
-                addressed to a mistyped domain. The block event log (one JSON line per lookup) has the qname and client.
+                addressed to a mistyped domain. protected_domain is the entry as configured (mil for navy.mil); the
+                block event log (one JSON line per lookup) has the qname, the protected domain and the client.
       - eval_time: 11m
         alertname: ResolverGuardTypoLookupBlocked
         exp_alerts: []
@@ -143,4 +151,71 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
     shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "alerts_test.yml").write_text(RULE_TESTS)
     done = _promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- every block alertable, from a real guard's series
+
+
+def scrape_typo_blocks(url: str) -> dict[tuple, float]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "resolverguard_typo_blocks_total"}  # fmt: skip
+
+
+def series_line(labels: tuple, values: str) -> str:
+    body = ",".join(f'{k}="{v}"' for k, v in (("job", "resolverguard"), ("instance", "mx1:9153"), *labels))
+    return f"      - series: 'resolverguard_typo_blocks_total{{{body}}}'\n        values: '{values}'\n"
+
+
+def expected_alert(entry: str, typo_class: str) -> str:
+    description = (f"mx1:9153 blocked lookups of names that resemble {entry} (typo class {typo_class}): about 1 in 5 "
+                   "minutes. A mail was probably addressed to a mistyped domain. protected_domain is the entry as "
+                   "configured (mil for navy.mil); the block event log (one JSON line per lookup) has the qname, "
+                   "the protected domain and the client.")  # fmt: skip
+    return (f"          - exp_labels: {{severity: warning, job: resolverguard, instance: 'mx1:9153', "
+            f"protected_domain: '{entry}', typo_class: {typo_class}}}\n"
+            f"            exp_annotations:\n              summary: 'Lookup of a typo-neighbour of {entry} blocked'\n"
+            f"              description: '{description}'\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("domains", [0, 200], ids=["tld_entry", "200_domains"])
+def test_the_first_block_fires_the_alert_from_the_series_a_guard_exposes(tmp_path, start_guard, domains):
+    """Scrape a real guard before and after one block, feed both scrapes to promtool: the alert must fire.
+
+    A series that appears only with the first block starts at 1, and increase() over it stays 0: the
+    alert would never fire (entries like mil, and more than 50 protected domains, did that).
+    """
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    names = [f"brand{i:03d}mail.com" for i in range(1, domains + 1)]
+    (zones / "a.protect").write_text("\n".join(["mil", *names]) + "\n")
+    port = free_port()
+    guard = start_guard("--upstream", "127.0.0.1:9", "--metrics", f"127.0.0.1:{port}", zones=zones)
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = scrape_typo_blocks(url)
+    blocked = ["navy.ml", *(["rband200mail.com"] if domains else [])]  # navy.mil under mil; brand200mail.com
+    for name in blocked:
+        assert guard.query(name, "MX").rcode() == dns.rcode.NXDOMAIN
+    deadline = time.monotonic() + 10
+    while sum(scrape_typo_blocks(url).values()) < len(blocked):  # counted just after the reply is sent
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    after = scrape_typo_blocks(url)
+    grown = {k for k in after if after[k] > before.get(k, 0)}
+    entries = {dict(k)["protected_domain"] for k in grown}
+    assert entries == {"mil", *(["brand200mail.com"] if domains else [])}, grown
+    lines = []
+    for labels in sorted(set(before) | set(after)):
+        if dict(labels)["protected_domain"] in entries:  # the alert groups by entry: the others cannot matter
+            old = "_" if labels not in before else f"{before[labels]:g}"
+            lines.append(series_line(labels, " ".join([old] * 3 + [f"{after[labels]:g}"] * 8)))
+    expected = "".join(expected_alert(dict(k)["protected_domain"], dict(k)["typo_class"])
+                       for k in sorted(grown, key=lambda k: dict(k)["protected_domain"]))  # fmt: skip
+    tests = ("rule_files: [alerts.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
+             + "".join(lines) + "    alert_rule_test:\n      - eval_time: 5m\n"
+             "        alertname: ResolverGuardTypoLookupBlocked\n        exp_alerts:\n" + expected)  # fmt: skip
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "blocks_test.yml").write_text(tests)
+    done = _promtool("test", "rules", "blocks_test.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -80,7 +80,8 @@ def test_in_flight_upstream_queries_are_capped(tmp_path, upstream, start_guard):
         t.join(15)
     rcodes = sorted(results.values())
     assert rcodes.count(dns.rcode.NOERROR) == 5 and rcodes.count(dns.rcode.SERVFAIL) == 15, rcodes
-    assert sum(upstream.count(f"slow{i}.example") for i in range(20)) == 5  # the rest never left the guard
+    # the rest never left the guard (the five may be retransmitted: the upstream is slower than our RTO)
+    assert sum(upstream.count(f"slow{i}.example") > 0 for i in range(20)) == 5
     upstream.on("after.example", "A", "after.example. 300 A 192.0.2.99")
     assert guard.query("after.example", "A").answer[0][0].to_text() == "192.0.2.99"  # slots are given back
 

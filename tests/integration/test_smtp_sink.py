@@ -172,7 +172,7 @@ def test_sink_follows_a_policy_reload(sink, tmp_path):
 @pytest.mark.parametrize("body, message", [
     ('mode = "bounce"', "'bounce' is not one of reject, defer"),
     ('template = "Did you mean {nope}?"', "unknown field {nope}"),
-    ('max_sessions = 0', "must be positive"),
+    ('max_sessions = 0', "bad.toml:3: [smtp_sink] max_sessions: must be >= 1, got 0"),
 ])  # fmt: skip
 def test_bad_sink_config_is_one_line_and_exit_2(tmp_path, body, message):
     path = tmp_path / "bad.toml"

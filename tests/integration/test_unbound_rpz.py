@@ -27,8 +27,9 @@ from fakes import free_port, recv_exact  # noqa: E402
 from realprog import require_program  # noqa: E402
 from unbound_helper import query, running_unbound  # noqa: E402
 
-from resolverguard.export import axfr_response, render_rpz  # noqa: E402
+from resolverguard.export import Export, build_rpz  # noqa: E402
 from resolverguard.rpz import PolicyTable, load_rpz  # noqa: E402
+from resolverguard.transfer import axfr_response  # noqa: E402
 
 pytestmark = pytest.mark.realprog
 
@@ -63,10 +64,10 @@ def _unbound_installed() -> None:
 
 
 @pytest.fixture
-def exported(tmp_path: Path, _unbound_installed: None) -> str:
+def exported(tmp_path: Path, _unbound_installed: None) -> Export:
     overrides = tmp_path / "10-overrides.rpz"
     overrides.write_text(OVERRIDES)
-    return render_rpz(PolicyTable([load_rpz(overrides)]), NEIGHBOURS, origin=ORIGIN)
+    return build_rpz(PolicyTable([load_rpz(overrides)]), NEIGHBOURS, origin=ORIGIN)
 
 
 def check_answers(port: int) -> None:
@@ -76,9 +77,9 @@ def check_answers(port: int) -> None:
         assert (dns.rcode.to_text(reply.rcode()), got[0] if got else None) == (rcode, address), qname
 
 
-def test_unbound_enforces_exported_zonefile(tmp_path: Path, exported: str) -> None:
+def test_unbound_enforces_exported_zonefile(tmp_path: Path, exported: Export) -> None:
     zonefile = tmp_path / "rpz.resolverguard.zone"
-    zonefile.write_text(exported)
+    zonefile.write_text(exported.text())
     with running_unbound(tmp_path, rpz_zonefile=zonefile, local_data=LOCAL_DATA) as unbound:
         check_answers(unbound.port)
 
@@ -86,8 +87,8 @@ def test_unbound_enforces_exported_zonefile(tmp_path: Path, exported: str) -> No
 class _Primary:
     """A stand-in for the guard's zone-transfer endpoint: axfr_response over UDP and TCP on one port."""
 
-    def __init__(self, zone_text: str) -> None:
-        self.zone_text = zone_text
+    def __init__(self, export: Export) -> None:
+        self.export = export
         self.transfers = 0
         self.port = free_port()
         primary = self
@@ -97,7 +98,7 @@ class _Primary:
                 sock: socket.socket = self.request
                 while header := recv_exact(sock, 2):
                     wire = recv_exact(sock, struct.unpack("!H", header)[0])
-                    replies = axfr_response(dns.message.from_wire(wire), primary.zone_text, ORIGIN)
+                    replies = axfr_response(dns.message.from_wire(wire), primary.export)
                     primary.transfers += len(replies) > 1 or dns.message.from_wire(wire).question[0].rdtype != 6
                     for reply in replies:
                         sock.sendall(struct.pack("!H", len(reply)) + reply)
@@ -105,7 +106,7 @@ class _Primary:
         class Udp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 data, sock = self.request
-                for reply in axfr_response(dns.message.from_wire(data), primary.zone_text, ORIGIN)[:1]:
+                for reply in axfr_response(dns.message.from_wire(data), primary.export)[:1]:
                     sock.sendto(reply, self.client_address)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
@@ -124,7 +125,7 @@ class _Primary:
 
 
 @pytest.fixture
-def primary(exported: str) -> Iterator[_Primary]:
+def primary(exported: Export) -> Iterator[_Primary]:
     server = _Primary(exported)
     yield server
     server.close()

@@ -44,7 +44,7 @@ def test_tables_map_to_settings_and_command_line_wins(tmp_path):
     ("text", "line", "words"),
     [
         ("workers = 1\nbogus = 2\n", 2, "bogus"),
-        ("[typo]\nnope = 1\n", 2, "typo.nope"),
+        ("[typo]\nnope = 1\n", 2, "[typo] nope"),
         ('[typo]\naction = "explode"\n', 2, "explode"),
         ('[typo.domains]\n"army.mil" = "explode"\n', None, "explode"),  # None: the line is not checked
         ('[typo.classes]\ntld_typo = "maybe"\n', None, "maybe"),
@@ -52,9 +52,9 @@ def test_tables_map_to_settings_and_command_line_wins(tmp_path):
         ('[ratelimit]\naction = "tarpit"\n', 2, "tarpit"),
         ('allow_clients = ["10.0.0.0/33"]\n', 1, "10.0.0.0/33"),
         ('[sink]\nipv4 = "not-an-ip"\n', 2, "not-an-ip"),
-        ("timeout = 0\n", 1, "positive"),
-        ("workers = 0\n", 1, "at least 1"),
-        ('workers = "two"\n', 1, "number"),
+        ("timeout = 0\n", 1, "must be > 0"),
+        ("workers = 0\n", 1, "must be >= 1"),
+        ('workers = "two"\n', 1, "expected an integer"),
         ('listen = ["127.0.0.1:99999"]\n', 1, "port"),
         ('upstreams = ["dns.example"]\n', 1, "dns.example"),
         ("workers = = 1\n", 1, ""),

@@ -15,8 +15,9 @@ import dns.zone
 import pytest
 
 from resolverguard.errors import ConfigError
-from resolverguard.export import SerialStore, axfr_response, render_rpz
+from resolverguard.export import SerialStore, build_rpz, render_rpz
 from resolverguard.rpz import PolicyTable, load_rpz, load_rpz_text
+from resolverguard.transfer import axfr_response
 
 HEAD = "$ORIGIN ov.test.\n$TTL 300\n@ SOA ns.x.invalid. h.x.invalid. 1 3600 600 86400 60\n  NS ns.x.invalid.\n"
 OVERRIDES = """\
@@ -147,7 +148,9 @@ def test_serial_continues_from_previous() -> None:
 
 def test_progress(table: PolicyTable) -> None:
     calls: list[tuple[int, int]] = []
-    render_rpz(table, {"x.mil": [f"n{i}.ml" for i in range(2500)]}, serial=1, progress=lambda d, t: calls.append((d, t)))
+    render_rpz(
+        table, {"x.mil": [f"n{i}.ml" for i in range(2500)]}, serial=1, progress=lambda d, t: calls.append((d, t))
+    )
     total = 2500 + 6
     assert calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 3
@@ -174,9 +177,10 @@ def transfer(messages: list[bytes]) -> list[dns.rrset.RRset]:
 
 @pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
 def test_axfr_soa_first_all_records_soa_last(table: PolicyTable, rdtype: str) -> None:
-    text = render_rpz(table, NEIGHBOURS, serial=42)
+    export = build_rpz(table, NEIGHBOURS, serial=42)
+    text = export.text()
     query = dns.message.make_query(ORIGIN, rdtype)
-    messages = axfr_response(query, text, ORIGIN)
+    messages = axfr_response(query, export)
     rrs = transfer(messages)
     assert rrs[0].rdtype == rrs[-1].rdtype == dns.rdatatype.SOA and rrs[0][0].serial == 42
     zone = dns.zone.from_text(text, origin=None, relativize=False)
@@ -188,8 +192,8 @@ def test_axfr_soa_first_all_records_soa_last(table: PolicyTable, rdtype: str) ->
 
 
 def test_axfr_large_zone_spans_messages() -> None:
-    text = render_rpz(None, {"x.com": [f"n{i}-{'a' * 55}.com" for i in range(1500)]}, serial=1)
-    messages = axfr_response(dns.message.make_query(ORIGIN, "AXFR"), text, ORIGIN)
+    export = build_rpz(None, {"x.com": [f"n{i}-{'a' * 55}.com" for i in range(1500)]}, serial=1)
+    messages = axfr_response(dns.message.make_query(ORIGIN, "AXFR"), export)
     assert len(messages) > 1 and all(len(m) <= 65535 for m in messages)
     assert sum(len(rr) for rr in transfer(messages)) == 2 * 1500 + 3  # names, *.names, SOA, NS, SOA
 
@@ -198,13 +202,11 @@ def test_axfr_large_zone_spans_messages() -> None:
     ("qname", "rdtype"), [("other.example.", "AXFR"), ("www.rpz.resolverguard.", "AXFR"), (ORIGIN, "A")]
 )
 def test_axfr_refused_for_other_questions(qname: str, rdtype: str) -> None:
-    text = render_rpz(None, NEIGHBOURS, serial=1)
-    [wire] = axfr_response(dns.message.make_query(qname, rdtype), text, ORIGIN)
+    [wire] = axfr_response(dns.message.make_query(qname, rdtype), build_rpz(None, NEIGHBOURS, serial=1))
     assert dns.message.from_wire(wire).rcode() == dns.rcode.REFUSED
 
 
 def test_soa_probe_answered() -> None:
-    text = render_rpz(None, NEIGHBOURS, serial=9)
-    [wire] = axfr_response(dns.message.make_query(ORIGIN, "SOA"), text, dns.name.from_text(ORIGIN))
+    [wire] = axfr_response(dns.message.make_query(ORIGIN, "SOA"), build_rpz(None, NEIGHBOURS, serial=9))
     reply = dns.message.from_wire(wire)
     assert reply.rcode() == dns.rcode.NOERROR and reply.answer[0][0].serial == 9

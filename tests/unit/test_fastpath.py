@@ -109,14 +109,15 @@ def _respell(q: dns.message.Message, mask: int, qid: int) -> dns.message.Message
 
 
 def general_key(q: dns.message.Message) -> bytes:
-    """What identifies an answer: the question (case-folded) and the EDNS, DO and CD bits."""
+    """What identifies an answer: the question (case-folded) and the EDNS, DO, CD and AD bits."""
     question = q.question[0]
-    bits = ((q.edns >= 0) << 2) | (bool(q.ednsflags & dns.flags.DO) << 1) | bool(q.flags & CD)
+    bits = ((q.edns >= 0) << 3) | (bool(q.ednsflags & dns.flags.DO) << 2) | (bool(q.flags & CD) << 1)
+    bits |= bool(q.flags & dns.flags.AD)
     return question.name.canonicalize().to_wire() + struct.pack("!HH", question.rdtype, question.rdclass) + bytes([bits])
 
 
-def general_readdress(reply: bytes, client: dns.message.Message, elapsed: int = 0) -> bytes:
-    """A stored reply for the client: its ID, its spelling of the question, every TTL counted down (OPT kept).
+def general_readdress(reply: bytes, client: dns.message.Message, elapsed: int = 0, max_ttl: int = 2**32) -> bytes:
+    """A stored reply for the client: its ID, its spelling of the question, every TTL capped then counted down.
 
     one_rr_per_rrset keeps the records in wire order: dnspython's RRsets are sets, and a parse/render round
     trip may reorder the records of one RRset (order that RFC 2181 calls insignificant, but not bytes).
@@ -127,14 +128,21 @@ def general_readdress(reply: bytes, client: dns.message.Message, elapsed: int = 
     msg.question = [dns.rrset.RRset(client.question[0].name, client.question[0].rdclass, client.question[0].rdtype)]
     for section in (msg.answer, msg.authority, msg.additional):
         for rrset in section:
-            rrset.ttl = max(0, rrset.ttl - elapsed)
+            rrset.ttl = max(0, min(rrset.ttl, max_ttl) - elapsed)
     return msg.to_wire(max_size=65535)
 
 
 def general_truncate(reply: bytes, client: dns.message.Message) -> bytes:
-    """RFC 1035/6891: an over-long UDP reply becomes its header with TC, the question and (EDNS) an OPT of 1232
-    carrying the client's DO bit."""
+    """RFC 2181 9: an over-long UDP reply first loses its additional records (OPT kept) and, if positive, its
+    authority section; if that does not fit either (RFC 1035/6891) it becomes its header with TC, the question
+    and (EDNS) an OPT of 1232 carrying the client's DO bit."""
     msg = dns.message.from_wire(reply)
+    msg.additional = []
+    if msg.answer:
+        msg.authority = []
+    smaller = msg.to_wire()
+    if len(smaller) <= (max(512, client.payload) if client.edns >= 0 else 512):
+        return smaller
     out = dns.message.Message(id=msg.id)
     out.flags = msg.flags | dns.flags.TC
     out.question = list(client.question)
@@ -143,11 +151,14 @@ def general_truncate(reply: bytes, client: dns.message.Message) -> bytes:
     return out.to_wire()
 
 
-def general_error(data: bytes, rcode: int, copy_cd: bool = False) -> bytes:
-    """make_response with RA, the rcode, no OPT (the fast path's error replies carry none); CD kept if asked."""
+def general_error(data: bytes, rcode: int, copy_cd: bool = False, ra: bool | None = None) -> bytes:
+    """make_response with the rcode, RA (but on NOTIMP), an OPT of 1232 with DO echoed for EDNS; CD kept if asked."""
     q = dns.message.from_wire(data)
-    r = dns.message.make_response(q, recursion_available=True)
-    r.use_edns(False)
+    r = dns.message.make_response(q, recursion_available=rcode != wire.NOTIMP if ra is None else ra)
+    if q.edns >= 0:
+        r.use_edns(0, q.ednsflags & dns.flags.DO, 1232)
+    else:
+        r.use_edns(False)
     r.set_rcode(rcode)
     if copy_cd:
         r.flags |= q.flags & CD
@@ -217,7 +228,7 @@ def test_cache_hit_equals_reparsed_and_rerendered_reply(q, mask, qid, data):
     now[0] += elapsed + data.draw(st.floats(0, 0.99))
     client = _respell(q, mask, qid)
     hit = cache.get(wire.parse_query(client.to_wire(), "c", False))
-    assert hit == general_readdress(reply, client, elapsed)
+    assert hit == general_readdress(reply, client, elapsed, cache.max_ttl)
 
 
 @PROPS
@@ -253,7 +264,7 @@ def test_error_replies_equal_make_response(q, opcode, no_question, rcode):
     data = q.to_wire()
     assert wire.error_reply(data, rcode) == general_error(data, rcode)
     if opcode == 0 and not no_question:
-        assert wire.reply_for(wire.parse_query(data, "c", False), rcode) == general_error(data, rcode, copy_cd=True)
+        assert wire.reply_for(wire.parse_query(data, "c", False), rcode) == general_error(data, rcode, copy_cd=True, ra=True)
 
 
 # ------------------------------------------------------------------ policy: remembered decisions vs fresh ones

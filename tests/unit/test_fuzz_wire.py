@@ -20,6 +20,7 @@ from pathlib import Path
 import dns.exception
 import dns.message
 import dns.name
+import dns.rcode
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -37,7 +38,7 @@ from resolverguard.upstream import Upstream, UpstreamPool
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-OWN_ERRORS = (wire.Unreadable, wire.NotQuery, wire.NotImplementedOpcode, MalformedQuery)
+OWN_ERRORS = (wire.Unreadable, wire.NotQuery, wire.NotImplementedOpcode, wire.BadVersion, MalformedQuery)
 # blocked (typo), override NXDOMAIN, local data, passthru, forwarded, the root
 NAMES = [b"army.ml", b"www.army.ml", b"gmial.com", b"phish.example", b"lookalike-mail.example",
          b"ok.partner.example", b"army.mil", b"mail.com", b"example.org", b""]  # fmt: skip
@@ -202,6 +203,10 @@ def test_server_answers_each_message_once_and_never_raises(harness, data, tcp):
         query = wire.parse_query(data, "127.0.0.1", tcp)
     except (wire.Unreadable, wire.NotQuery):
         assert reply is None  # no header to answer, or a response: never reflect
+        return
+    except wire.BadVersion:  # EDNS version > 0: BADVERS (extended rcode 16), OPT of version 0
+        msg = dns.message.from_wire(reply)
+        assert msg.id == int.from_bytes(data[:2], "big") and msg.rcode() == dns.rcode.BADVERS and msg.edns == 0
         return
     except (wire.NotImplementedOpcode, MalformedQuery) as exc:
         assert reply is not None and reply[:2] == data[:2] and reply[2] & 0x80
