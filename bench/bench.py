@@ -142,8 +142,13 @@ RUNNING: list[Proc] = []
 
 def start(name: str, cmd: list[str], port: int, cpu: int, logfile: Path) -> Proc:
     with open(logfile, "wb") as out:
-        popen = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        popen = subprocess.Popen(
+            ["taskset", "-c", str(cpu), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     proc = Proc(name, popen, port)  # taskset execs the command: the PID is the server's
     RUNNING.append(proc)
     return proc
@@ -161,7 +166,9 @@ def wait_ready(proc: Proc, qname: str, want: int, timeout: float, logfile: Path)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{logfile.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{proc.name} exited {proc.popen.returncode}:\n{logfile.read_text(errors='replace')[-3000:]}"
+            )
         if ask(proc.port, qname, timeout=0.2) == want:
             return time.monotonic() - t0
         time.sleep(0.02)
@@ -181,8 +188,9 @@ ns IN A 127.0.0.1
 """
 
 
-def start_nsd(wd: Path, nsd: str, cpu: int, zone: str = "bench.example", text: str = ZONE,
-              ready: str = "ready.bench.example.") -> Proc:  # fmt: skip
+def start_nsd(
+    wd: Path, nsd: str, cpu: int, zone: str = "bench.example", text: str = ZONE, ready: str = "ready.bench.example."
+) -> Proc:
     """NSD on a free 127.0.0.1 port serving one zone (bench/differential.py serves its own), rate limiting off."""
     d = wd / "nsd"
     d.mkdir()
@@ -219,11 +227,15 @@ zone:
 def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str | None = None, rpz_file: Path | None = None) -> str:
     """Unbound forwarding "." to 127.0.0.1@upstream; with the RPZ when rpz_name is given (respip module)."""
     modules = "respip iterator" if rpz_name else "iterator"
-    rpz = f"""rpz:
+    rpz = (
+        f"""rpz:
     name: "{rpz_name}"
     zonefile: "{rpz_file}"
     rpz-log: no
-""" if rpz_name else ""
+"""
+        if rpz_name
+        else ""
+    )
     return f"""server:
     interface: 127.0.0.1
     port: {port}
@@ -250,8 +262,18 @@ remote-control:
 """
 
 
-def start_unbound(wd: Path, tag: str, unbound: str, upstream: int, rpz_name: str, rpz_file: Path, cpu: int,
-                  ready_name: str, ready_rcode: int, timeout: float = 600) -> tuple[Proc, float]:  # fmt: skip
+def start_unbound(
+    wd: Path,
+    tag: str,
+    unbound: str,
+    upstream: int,
+    rpz_name: str,
+    rpz_file: Path,
+    cpu: int,
+    ready_name: str,
+    ready_rcode: int,
+    timeout: float = 600,
+) -> tuple[Proc, float]:
     d = wd / f"unbound-{tag}"
     d.mkdir()
     port = free_port()
@@ -262,13 +284,28 @@ def start_unbound(wd: Path, tag: str, unbound: str, upstream: int, rpz_name: str
     return proc, time.monotonic() - t0
 
 
-def start_guard(wd: Path, tag: str, zones: Path, upstream: int, cpu: int, ready_name: str, ready_rcode: int,
-                timeout: float = 600) -> tuple[Proc, float]:  # fmt: skip
+def start_guard(
+    wd: Path, tag: str, zones: Path, upstream: int, cpu: int, ready_name: str, ready_rcode: int, timeout: float = 600
+) -> tuple[Proc, float]:
     d = wd / f"guard-{tag}"
     d.mkdir()
     port = free_port()
-    cmd = [sys.executable, "-m", "resolverguard", "serve", "--listen", f"127.0.0.1:{port}",
-           "--upstream", f"127.0.0.1:{upstream}", "--zones", str(zones), "--events", "", "--log-level", "WARNING"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "resolverguard",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        f"127.0.0.1:{upstream}",
+        "--zones",
+        str(zones),
+        "--events",
+        "",
+        "--log-level",
+        "WARNING",
+    ]
     t0 = time.monotonic()
     proc = start(f"resolverguard-{tag}", cmd, port, cpu, d / "stdout.log")
     wait_ready(proc, ready_name, ready_rcode, timeout, d / "stdout.log")
@@ -280,7 +317,9 @@ def start_echo(wd: Path, cpu: int) -> Proc:
     d = wd / "echo"
     d.mkdir()
     port = free_port()
-    proc = start("python-echo", [sys.executable, str(REPO / "bench" / "echo.py"), str(port)], port, cpu, d / "stdout.log")
+    proc = start(
+        "python-echo", [sys.executable, str(REPO / "bench" / "echo.py"), str(port)], port, cpu, d / "stdout.log"
+    )
     wait_ready(proc, "h0.bench.example.", dns.rcode.NOERROR, 30, d / "stdout.log")
     return proc
 
@@ -325,10 +364,36 @@ class Run:
     extra: dict = field(default_factory=dict)
 
 
-def dnsperf(dnsperf_bin: str, cpu: int, port: int, datafile: Path, *, seconds: float | None = None, once: bool = False,
-            rate: int | None = None, verbose: bool = True, outstanding: int = 100) -> tuple[dict, list[float]]:  # fmt: skip
-    cmd = ["taskset", "-c", str(cpu), dnsperf_bin, "-s", "127.0.0.1", "-p", str(port), "-d", str(datafile),
-           "-c", "4", "-q", str(outstanding), "-t", "2"]  # fmt: skip
+def dnsperf(
+    dnsperf_bin: str,
+    cpu: int,
+    port: int,
+    datafile: Path,
+    *,
+    seconds: float | None = None,
+    once: bool = False,
+    rate: int | None = None,
+    verbose: bool = True,
+    outstanding: int = 100,
+) -> tuple[dict, list[float]]:
+    cmd = [
+        "taskset",
+        "-c",
+        str(cpu),
+        dnsperf_bin,
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(datafile),
+        "-c",
+        "4",
+        "-q",
+        str(outstanding),
+        "-t",
+        "2",
+    ]
     if seconds:
         cmd += ["-l", str(seconds)]
     if once:
@@ -374,13 +439,28 @@ def measure(server: Proc, label: str, scenario: str, dp: str, cpu: int, datafile
     stats, lat = dnsperf(dp, cpu, server.port, datafile, **kw)
     used = server.cpu() - c0
     lat.sort()
-    run = Run(label, scenario, stats.get("sent", 0), stats.get("completed", 0), stats.get("lost", 0),
-              stats.get("seconds", 0.0), stats.get("qps", 0.0), used,
-              stats.get("completed", 0) / used if used > 0 else 0.0, stats.get("rcodes", ""),
-              pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 99.9), (lat[-1] * 1000 if lat else 0.0),
-              stats.get("sizes", ""))  # fmt: skip
-    log(f"{label:13} {scenario:12} qps={run.qps:9.0f} cpu={used:6.2f}s q/cpu-s={run.per_cpu:9.0f} "
-        f"lost={run.lost} p50={run.p50_ms:.3f}ms p99={run.p99_ms:.3f}ms rcodes={run.rcodes}")  # fmt: skip
+    run = Run(
+        label,
+        scenario,
+        stats.get("sent", 0),
+        stats.get("completed", 0),
+        stats.get("lost", 0),
+        stats.get("seconds", 0.0),
+        stats.get("qps", 0.0),
+        used,
+        stats.get("completed", 0) / used if used > 0 else 0.0,
+        stats.get("rcodes", ""),
+        pct(lat, 50),
+        pct(lat, 90),
+        pct(lat, 99),
+        pct(lat, 99.9),
+        (lat[-1] * 1000 if lat else 0.0),
+        stats.get("sizes", ""),
+    )
+    log(
+        f"{label:13} {scenario:12} qps={run.qps:9.0f} cpu={used:6.2f}s q/cpu-s={run.per_cpu:9.0f} "
+        f"lost={run.lost} p50={run.p50_ms:.3f}ms p99={run.p99_ms:.3f}ms rcodes={run.rcodes}"
+    )
     return run
 
 
@@ -390,8 +470,10 @@ def measure(server: Proc, label: str, scenario: str, dp: str, cpu: int, datafile
 def rules_zone(path: Path, n: int) -> str:
     """An RPZ with n QNAME rules (NXDOMAIN); returns the name of the last rule, queried to detect readiness."""
     with open(path, "w") as fh:
-        fh.write("$ORIGIN rules.rpz.invalid.\n$TTL 300\n"
-                 "@ SOA ns.rpz.invalid. hostmaster.rpz.invalid. 1 3600 600 86400 60\n  NS ns.rpz.invalid.\n")  # fmt: skip
+        fh.write(
+            "$ORIGIN rules.rpz.invalid.\n$TTL 300\n"
+            "@ SOA ns.rpz.invalid. hostmaster.rpz.invalid. 1 3600 600 86400 60\n  NS ns.rpz.invalid.\n"
+        )
         for i in range(n):
             fh.write(f"blocked{i}.example CNAME .\n")
     return f"blocked{n - 1}.example."
@@ -408,14 +490,31 @@ def load_test(wd: Path, tools: dict[str, str], n: int, upstream: int, cpu: int) 
         if label == "resolverguard":
             proc, secs = start_guard(wd, f"rules{n}", zones, upstream, cpu, last, dns.rcode.NXDOMAIN)
         else:
-            proc, secs = start_unbound(wd, f"rules{n}", tools["unbound"], upstream, "rules.rpz.invalid.",
-                                       zones / "50-rules.rpz", cpu, last, dns.rcode.NXDOMAIN)  # fmt: skip
+            proc, secs = start_unbound(
+                wd,
+                f"rules{n}",
+                tools["unbound"],
+                upstream,
+                "rules.rpz.invalid.",
+                zones / "50-rules.rpz",
+                cpu,
+                last,
+                dns.rcode.NXDOMAIN,
+            )
         rss, hwm = proc.rss()
         cpu_s = proc.cpu()
         proc.stop()
         RUNNING.remove(proc)
-        results.append({"server": label, "rules": n, "ready_s": secs, "cpu_s": cpu_s, "rss_mib": rss / 1024,
-                        "peak_rss_mib": hwm / 1024})  # fmt: skip
+        results.append(
+            {
+                "server": label,
+                "rules": n,
+                "ready_s": secs,
+                "cpu_s": cpu_s,
+                "rss_mib": rss / 1024,
+                "peak_rss_mib": hwm / 1024,
+            }
+        )
         log(f"{label}: {n:,} rules ready in {secs:.2f}s, RSS {rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB)")
     return results
 
@@ -433,8 +532,9 @@ def machine(tools: dict[str, str]) -> dict:
         return next((t.strip() for t in text if "ersion" in t), "?")
 
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
     try:
         import uvloop
 
@@ -442,13 +542,18 @@ def machine(tools: dict[str, str]) -> dict:
     except ImportError:
         loop = "asyncio"
     return {
-        "cpu": model, "cpus": os.cpu_count(), "mem_gib": round(int(mem) / 1024 / 1024, 1),
-        "kernel": platform.release(), "os": platform.freedesktop_os_release().get("PRETTY_NAME", "?"),
-        "python": platform.python_version(), "loop": loop,
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "mem_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": platform.freedesktop_os_release().get("PRETTY_NAME", "?"),
+        "python": platform.python_version(),
+        "loop": loop,
         "resolverguard": (rev.stdout.strip() or "?") + ("+changes" if dirty else ""),
-        "unbound": version([tools["unbound"], "-V"]), "nsd": version([tools["nsd"], "-v"]),
+        "unbound": version([tools["unbound"], "-V"]),
+        "nsd": version([tools["nsd"], "-v"]),
         "dnsperf": version([tools["dnsperf"], "-h"]),
-    }  # fmt: skip
+    }
 
 
 def ratio(a: float, b: float) -> str:
@@ -479,41 +584,62 @@ def report(info: dict, args: argparse.Namespace, runs: list[Run], loads: list[di
                 continue
             r = by[(srv, s)]
             every = " / ".join(f"{x:,}" for x in r.extra.get("all_per_cpu", []))
-            lines.append(f"| {s} | {srv} | {r.qps:,.0f} | {r.cpu:.2f} | {r.per_cpu:,.0f} | {every} | {r.extra.get('lost_all_runs', r.lost)} | "
-                         f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.rcodes} |")  # fmt: skip
-    lines += ["", "### resolverguard / Unbound, and as a share of the Python ceiling (bench/echo.py)", "",
-              "| scenario | QPS | queries / CPU-s | p50 | p99 | lost (rg / unbound) | queries / CPU-s: rg / echo | unbound / echo |",
-              "|---|---:|---:|---:|---:|---|---:|---:|"]  # fmt: skip
+            lines.append(
+                f"| {s} | {srv} | {r.qps:,.0f} | {r.cpu:.2f} | {r.per_cpu:,.0f} | {every} | {r.extra.get('lost_all_runs', r.lost)} | "
+                f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.rcodes} |"
+            )
+    lines += [
+        "",
+        "### resolverguard / Unbound, and as a share of the Python ceiling (bench/echo.py)",
+        "",
+        "| scenario | QPS | queries / CPU-s | p50 | p99 | lost (rg / unbound) | queries / CPU-s: rg / echo | unbound / echo |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
     for s in scenarios:
         g, u = by[("resolverguard", s)], by[("unbound", s)]
         e = by.get(("python-echo", s))
         lost = f"{g.extra.get('lost_all_runs', g.lost)} / {u.extra.get('lost_all_runs', u.lost)}"
         shares = f"{ratio(g.per_cpu, e.per_cpu)} | {ratio(u.per_cpu, e.per_cpu)}" if e else "n/a | n/a"
-        lines.append(f"| {s} | {ratio(g.qps, u.qps)} | {ratio(g.per_cpu, u.per_cpu)} | {ratio(g.p50_ms, u.p50_ms)} | "
-                     f"{ratio(g.p99_ms, u.p99_ms)} | {lost} | {shares} |")  # fmt: skip
+        lines.append(
+            f"| {s} | {ratio(g.qps, u.qps)} | {ratio(g.per_cpu, u.per_cpu)} | {ratio(g.p50_ms, u.p50_ms)} | "
+            f"{ratio(g.p99_ms, u.p99_ms)} | {lost} | {shares} |"
+        )
     fixed = [s for s in ("mixed@1k", "cache-miss@1k") if ("unbound", s) in by]
     if fixed:
-        lines += ["", "### Fixed rate: 1,000 q/s (`dnsperf -Q 1000`)", "",
-                  "| traffic | server | QPS | server CPU s | lost | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 ratio |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "### Fixed rate: 1,000 q/s (`dnsperf -Q 1000`)",
+            "",
+            "| traffic | server | QPS | server CPU s | lost | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 ratio |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for s in fixed:
             g, u = by[("resolverguard", s)], by[("unbound", s)]
             for r in (g, u):
                 rat = ratio(g.p99_ms, u.p99_ms) if r is g else ""
-                lines.append(f"| {s} | {r.server} | {r.qps:,.0f} | {r.cpu:.2f} | {r.lost} | {r.p50_ms:.3f} | "
-                             f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.max_ms:.3f} | {rat} |")  # fmt: skip
+                lines.append(
+                    f"| {s} | {r.server} | {r.qps:,.0f} | {r.cpu:.2f} | {r.lost} | {r.p50_ms:.3f} | "
+                    f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.max_ms:.3f} | {rat} |"
+                )
     if loads:
-        lines += ["", "### Loading RPZ rules (QNAME rules, `name CNAME .`)", "",
-                  "| rules | server | ready (s) | CPU (s) | RSS (MiB) | peak RSS (MiB) | time ratio | RSS ratio |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "### Loading RPZ rules (QNAME rules, `name CNAME .`)",
+            "",
+            "| rules | server | ready (s) | CPU (s) | RSS (MiB) | peak RSS (MiB) | time ratio | RSS ratio |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for n in sorted({x["rules"] for x in loads}):
             g = next(x for x in loads if x["rules"] == n and x["server"] == "resolverguard")
             u = next(x for x in loads if x["rules"] == n and x["server"] == "unbound")
             for x in (g, u):
-                extra = (f"{ratio(g['ready_s'], u['ready_s'])} | {ratio(g['rss_mib'], u['rss_mib'])}"
-                         if x is g else " | ")  # fmt: skip
-                lines.append(f"| {n:,} | {x['server']} | {x['ready_s']:.2f} | {x['cpu_s']:.2f} | {x['rss_mib']:.0f} | "
-                             f"{x['peak_rss_mib']:.0f} | {extra} |")  # fmt: skip
+                extra = (
+                    f"{ratio(g['ready_s'], u['ready_s'])} | {ratio(g['rss_mib'], u['rss_mib'])}" if x is g else " | "
+                )
+                lines.append(
+                    f"| {n:,} | {x['server']} | {x['ready_s']:.2f} | {x['cpu_s']:.2f} | {x['rss_mib']:.0f} | "
+                    f"{x['peak_rss_mib']:.0f} | {extra} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -546,10 +672,14 @@ def main() -> int:
         zones = wd / "zones"
         shutil.copytree(REPO / "zones", zones)
         export = wd / "export.rpz"
-        subprocess.run([sys.executable, "-m", "resolverguard", "export-rpz", "--zones", str(zones), "-o", str(export)],
-                       check=True)  # fmt: skip
-        overrides = {ln.split()[0] for ln in (zones / "10-overrides.rpz").read_text().splitlines()
-                     if ln.strip() and not ln.startswith((";", "$", " ", "@"))}  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "resolverguard", "export-rpz", "--zones", str(zones), "-o", str(export)], check=True
+        )
+        overrides = {
+            ln.split()[0]
+            for ln in (zones / "10-overrides.rpz").read_text().splitlines()
+            if ln.strip() and not ln.startswith((";", "$", " ", "@"))
+        }
         typos = typo_names(export, overrides)
         rng = random.Random(6)
         hits = [f"h{i}.bench.example." for i in range(HIT_NAMES)]
@@ -562,14 +692,28 @@ def main() -> int:
         mixed = [rng.choice(typo_sample) if i % 10 == 0 else rng.choice(hits) for i in range(100_000)]
         files["mixed"] = write_names(wd / "mixed.txt", mixed)
         for r in range(args.repeat):
-            files[f"miss{r}"] = write_names(wd / f"miss{r}.txt",
-                                            [f"m{r}x{i}.bench.example." for i in range(args.miss_names)])  # fmt: skip
-        files["miss1k"] = write_names(wd / "miss1k.txt", [f"r{i}.bench.example." for i in range(int(args.rate_duration * 1000) + 2000)])
+            files[f"miss{r}"] = write_names(
+                wd / f"miss{r}.txt", [f"m{r}x{i}.bench.example." for i in range(args.miss_names)]
+            )
+        files["miss1k"] = write_names(
+            wd / "miss1k.txt", [f"r{i}.bench.example." for i in range(int(args.rate_duration * 1000) + 2000)]
+        )
 
-        guard, _ = start_guard(wd, "main", zones, nsd.port, args.server_cpu, "ready.bench.example.",
-                               dns.rcode.NOERROR, timeout=60)  # fmt: skip
-        unbound, _ = start_unbound(wd, "main", tools["unbound"], nsd.port, "rpz.resolverguard.", export,
-                                   args.server_cpu, "ready.bench.example.", dns.rcode.NOERROR, timeout=60)  # fmt: skip
+        guard, _ = start_guard(
+            wd, "main", zones, nsd.port, args.server_cpu, "ready.bench.example.", dns.rcode.NOERROR, timeout=60
+        )
+        unbound, _ = start_unbound(
+            wd,
+            "main",
+            tools["unbound"],
+            nsd.port,
+            "rpz.resolverguard.",
+            export,
+            args.server_cpu,
+            "ready.bench.example.",
+            dns.rcode.NOERROR,
+            timeout=60,
+        )
         echo = start_echo(wd, args.server_cpu)
         servers = (("resolverguard", guard), ("unbound", unbound), ("python-echo", echo))
         probe = typo_sample[0]
@@ -578,15 +722,29 @@ def main() -> int:
             log(f"{label}: {probe} -> {dns.rcode.to_text(rc) if rc is not None else 'no answer'}")
             dnsperf(tools["dnsperf"], args.client_cpu, proc.port, files["hit"], once=True, verbose=False)  # warm
             dnsperf(tools["dnsperf"], args.client_cpu, proc.port, files["blocked"], once=True, verbose=False)
-        plan = [("cache-hit", "hit", {}), ("blocked", "blocked", {}), ("mixed", "mixed", {}),
-                ("cache-miss", "miss", {"once": True})]  # fmt: skip
+        plan = [
+            ("cache-hit", "hit", {}),
+            ("blocked", "blocked", {}),
+            ("mixed", "mixed", {}),
+            ("cache-miss", "miss", {"once": True}),
+        ]
         for scenario, f, kw in plan:
             tries: dict[str, list[Run]] = {label: [] for label, _ in servers}
             for r in range(args.repeat):
                 for label, proc in servers:
                     datafile = files[f"{f}{r}"] if f == "miss" else files[f]
-                    tries[label].append(measure(proc, label, scenario, tools["dnsperf"], args.client_cpu, datafile,
-                                                seconds=args.duration, **kw))  # fmt: skip
+                    tries[label].append(
+                        measure(
+                            proc,
+                            label,
+                            scenario,
+                            tools["dnsperf"],
+                            args.client_cpu,
+                            datafile,
+                            seconds=args.duration,
+                            **kw,
+                        )
+                    )
             for label, _ in servers:
                 best = max(tries[label], key=lambda run: run.per_cpu)
                 best.extra["all_per_cpu"] = [round(t.per_cpu) for t in tries[label]]
@@ -594,8 +752,18 @@ def main() -> int:
                 runs.append(best)
         for scenario, f in (("mixed@1k", "mixed"), ("cache-miss@1k", "miss1k")):
             for label, proc in servers[:2]:
-                runs.append(measure(proc, label, scenario, tools["dnsperf"], args.client_cpu, files[f],
-                                    seconds=args.rate_duration, rate=1000))  # fmt: skip
+                runs.append(
+                    measure(
+                        proc,
+                        label,
+                        scenario,
+                        tools["dnsperf"],
+                        args.client_cpu,
+                        files[f],
+                        seconds=args.rate_duration,
+                        rate=1000,
+                    )
+                )
         for _, proc in servers:
             proc.stop()
             RUNNING.remove(proc)
@@ -612,8 +780,9 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs],
-                                                    "loads": loads}, indent=1))  # fmt: skip
+    out.with_suffix(".json").write_text(
+        json.dumps({"machine": info, "runs": [asdict(r) for r in runs], "loads": loads}, indent=1)
+    )
     print(text)
     log(f"wrote {out} and {out.with_suffix('.json')}")
     return 0

@@ -48,12 +48,24 @@ class Probe:
     tcp: bool = False
 
 
-def q(rdtype: str = "SOA", *, edns: int | None = 0, flags: int = dns.flags.RD, ednsflags: int = 0,
-      options: list | None = None, opcode: int = dns.opcode.QUERY) -> Callable[[], dns.message.Message]:  # fmt: skip
+def q(
+    rdtype: str = "SOA",
+    *,
+    edns: int | None = 0,
+    flags: int = dns.flags.RD,
+    ednsflags: int = 0,
+    options: list | None = None,
+    opcode: int = dns.opcode.QUERY,
+) -> Callable[[], dns.message.Message]:
     def build() -> dns.message.Message:
-        m = dns.message.make_query(ZONE, rdtype, use_edns=edns if edns is not None else False,
-                                   ednsflags=ednsflags, payload=4096 if edns is not None else None,
-                                   options=options)  # fmt: skip
+        m = dns.message.make_query(
+            ZONE,
+            rdtype,
+            use_edns=edns if edns is not None else False,
+            ednsflags=ednsflags,
+            payload=4096 if edns is not None else None,
+            options=options,
+        )
         m.flags = flags
         m.set_opcode(opcode)
         return m
@@ -151,8 +163,15 @@ def verdict(probe: Probe, r: dns.message.Message | None) -> list[str]:
     problems = []
     rcode = r.rcode()
     if rcode != probe.expect:
-        problems.append({dns.rcode.FORMERR: "formerr", dns.rcode.BADVERS: "badvers", dns.rcode.NOTIMP: "notimp",
-                         dns.rcode.REFUSED: "refused", dns.rcode.SERVFAIL: "servfail"}.get(rcode, "status"))  # fmt: skip
+        problems.append(
+            {
+                dns.rcode.FORMERR: "formerr",
+                dns.rcode.BADVERS: "badvers",
+                dns.rcode.NOTIMP: "notimp",
+                dns.rcode.REFUSED: "refused",
+                dns.rcode.SERVFAIL: "servfail",
+            }.get(rcode, "status")
+        )
     has_soa = any(rr.rdtype == dns.rdatatype.SOA for rr in r.answer)
     if probe.soa and not has_soa:
         problems.append("nosoa")

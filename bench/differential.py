@@ -50,9 +50,17 @@ VARIANTS = {
 
 def zone_text() -> str:
     """conf.example: small and big answers, CNAMEs, long TXT (SPF-like), 20-address RRsets, NXDOMAIN gaps."""
-    lines = [f"$ORIGIN {ORIGIN}", "$TTL 3600",
-             "@ IN SOA ns hostmaster 1 3600 600 86400 300", "@ IN NS ns", "ns IN A 127.0.0.1",
-             "@ IN MX 10 mx", "mx IN A 192.0.2.25", "long IN A 192.0.2.26", "long 604800 IN TXT \"a week\""]  # fmt: skip
+    lines = [
+        f"$ORIGIN {ORIGIN}",
+        "$TTL 3600",
+        "@ IN SOA ns hostmaster 1 3600 600 86400 300",
+        "@ IN NS ns",
+        "ns IN A 127.0.0.1",
+        "@ IN MX 10 mx",
+        "mx IN A 192.0.2.25",
+        "long IN A 192.0.2.26",
+        'long 604800 IN TXT "a week"',
+    ]
     for i in range(NAMES):
         kind = i % 9
         h = f"h{i}"
@@ -115,10 +123,25 @@ class Servers:
         return [_which("unbound"), "-d", "-c", str(d / "unbound.conf")]
 
     def _guard(self):
-        return self._run("guard", lambda d, port: [
-            sys.executable, "-m", "resolverguard", "serve", "--listen", f"127.0.0.1:{port}",
-            "--upstream", f"127.0.0.1:{self.nsd.port}", "--zones", str(ROOT / "zones"), "--events", "",
-            "--log-level", "WARNING"])  # fmt: skip
+        return self._run(
+            "guard",
+            lambda d, port: [
+                sys.executable,
+                "-m",
+                "resolverguard",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                f"127.0.0.1:{self.nsd.port}",
+                "--zones",
+                str(ROOT / "zones"),
+                "--events",
+                "",
+                "--log-level",
+                "WARNING",
+            ],
+        )
 
 
 def _which(prog: str) -> str:
@@ -213,8 +236,10 @@ def main() -> int:
             by_class[c] += 1
             by_variant[v][c] += 1
             examples.setdefault(c, f"{n} {t} {v}: guard {gs} / unbound {us}")
-    print(f"{len(pairs)} name/type pairs x {len(VARIANTS)} variants = {len(jobs)} queries per server, "
-          f"{time.monotonic() - started:.0f} s; identical: {same}")  # fmt: skip
+    print(
+        f"{len(pairs)} name/type pairs x {len(VARIANTS)} variants = {len(jobs)} queries per server, "
+        f"{time.monotonic() - started:.0f} s; identical: {same}"
+    )
     print("\n| class of difference | " + " | ".join(VARIANTS) + " | total |")
     print("|---|" + "---|" * (len(VARIANTS) + 1))
     for c, total in by_class.most_common():

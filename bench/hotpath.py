@@ -54,7 +54,11 @@ def main() -> None:
     blocked = [dns.message.make_query(n, "A").to_wire() for n in typos]
     sink = []
     send = sink.append
-    mixes = {"cache-hit": hits, "blocked": blocked, "mixed": [blocked[i % 4] if i % 10 == 0 else hits[i] for i in range(1000)]}
+    mixes = {
+        "cache-hit": hits,
+        "blocked": blocked,
+        "mixed": [blocked[i % 4] if i % 10 == 0 else hits[i] for i in range(1000)],
+    }
     for name, msgs in mixes.items():
         for m in msgs:  # warm: decisions and rendered blocks are remembered
             server.answer(m, "127.0.0.1", False, send)

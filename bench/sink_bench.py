@@ -68,8 +68,12 @@ async def smtp_load(port: int, sessions: int, duration: float) -> tuple[int, int
 
 
 def dnsperf(port: int, names: Path, duration: float) -> float:
-    out = subprocess.run(["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(names), "-c", "4", "-q", "100",
-                          "-l", str(duration)], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(names), "-c", "4", "-q", "100", "-l", str(duration)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
 
 
@@ -90,10 +94,14 @@ def main() -> int:
     sink_port = free_port()
     (work / "zones").mkdir()
     (work / "zones" / "bench.protect").write_text("army.mil\n")
-    (work / "rg.toml").write_text(f'upstreams = ["{upstream.address}"]\n[typo]\naction = "sink"\n'
-                                  f'[smtp_sink]\nlisten = ["127.0.0.1:{sink_port}"]\n')  # fmt: skip
-    guard = Guard(["-c", str(work / "rg.toml"), "--zones", str(work / "zones"), "--events", "",
-                   "--listen", "127.0.0.1:0"], cwd=work)  # fmt: skip
+    (work / "rg.toml").write_text(
+        f'upstreams = ["{upstream.address}"]\n[typo]\naction = "sink"\n'
+        f'[smtp_sink]\nlisten = ["127.0.0.1:{sink_port}"]\n'
+    )
+    guard = Guard(
+        ["-c", str(work / "rg.toml"), "--zones", str(work / "zones"), "--events", "", "--listen", "127.0.0.1:0"],
+        cwd=work,
+    )
     try:
         dnsperf(guard.port, names, 2)  # warm the cache
         c0 = cpu_seconds(guard.proc.pid)

@@ -53,8 +53,10 @@ def free_port() -> int:
 class Nsd:
     """A real authoritative server for soak.test (wildcard A 192.0.2.1, TTL 2) on 127.0.0.1:port."""
 
-    ZONE = "$ORIGIN soak.test.\n$TTL 2\n@ SOA ns.soak.test. host.soak.test. 1 3600 600 86400 2\n  NS ns.soak.test.\n" \
-           "ns A 127.0.0.1\n* A 192.0.2.1\n"  # fmt: skip
+    ZONE = (
+        "$ORIGIN soak.test.\n$TTL 2\n@ SOA ns.soak.test. host.soak.test. 1 3600 600 86400 2\n  NS ns.soak.test.\n"
+        "ns A 127.0.0.1\n* A 192.0.2.1\n"
+    )
 
     def __init__(self, workdir: Path, port: int) -> None:
         self.dir, self.port = workdir, port
@@ -110,9 +112,25 @@ class Guard:
         self.port, self.metrics_port = free_port(), free_port()
         cfg = workdir / "guard.toml"
         cfg.write_text(config)
-        argv = [sys.executable, "-m", "resolverguard", "serve", "--config", str(cfg), "--zones", str(zones),
-                "--listen", f"127.0.0.1:{self.port}", "--metrics", f"127.0.0.1:{self.metrics_port}",
-                "--events", "", "--log-level", "WARNING", *extra]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "resolverguard",
+            "serve",
+            "--config",
+            str(cfg),
+            "--zones",
+            str(zones),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--metrics",
+            f"127.0.0.1:{self.metrics_port}",
+            "--events",
+            "",
+            "--log-level",
+            "WARNING",
+            *extra,
+        ]
         for u in upstreams:
             argv += ["--upstream", u]
         self.log = open(workdir / "guard.log", "w+")  # noqa: SIM115
@@ -160,8 +178,10 @@ def write_policy(zones: Path, n: int) -> None:
     """Generation n: gen.soak.test answers 10.x.y.z encoding n; toggle.soak.test is blocked when n is even,
     local data 192.0.2.200 when n is odd. Written to a temporary name and renamed: a reload sees all or nothing."""
     toggle = TOGGLE_BLOCKED if n % 2 == 0 else "A 192.0.2.200"
-    text = (f"$ORIGIN soak.rpz.invalid.\n$TTL 60\n@ SOA ns.rpz.invalid. h.rpz.invalid. {n} 3600 600 86400 60\n"
-            f"  NS ns.rpz.invalid.\ngen.soak.test A {gen_address(n)}\ntoggle.soak.test {toggle}\n")  # fmt: skip
+    text = (
+        f"$ORIGIN soak.rpz.invalid.\n$TTL 60\n@ SOA ns.rpz.invalid. h.rpz.invalid. {n} 3600 600 86400 60\n"
+        f"  NS ns.rpz.invalid.\ngen.soak.test A {gen_address(n)}\ntoggle.soak.test {toggle}\n"
+    )
     tmp = zones / "50-soak.rpz.tmp"
     tmp.write_text(text)
     os.replace(tmp, zones / "50-soak.rpz")
@@ -212,8 +232,11 @@ class Sampler(threading.Thread):
             if g1 < self.last_gen or g2 < g1:
                 self.bad(f"policy went back: {self.last_gen} -> {g1} -> {g2}")
             self.last_gen = g2
-            state = "blocked" if t.rcode() == dns.rcode.NXDOMAIN else (
-                "open" if t.rcode() == 0 and t.answer and t.answer[0][0].to_text() == "192.0.2.200" else "other")
+            state = (
+                "blocked"
+                if t.rcode() == dns.rcode.NXDOMAIN
+                else ("open" if t.rcode() == 0 and t.answer and t.answer[0][0].to_text() == "192.0.2.200" else "other")
+            )
             allowed = {"blocked" if n % 2 == 0 else "open" for n in range(g1, g2 + 1)}
             if state not in allowed:
                 self.bad(f"toggle {state} while generations {g1}..{g2} were in force")
@@ -242,17 +265,39 @@ def run_soak(args: argparse.Namespace) -> int:
                 fh.write(f"{typo} {rng.choice(['A', 'MX'])}\n")
             else:
                 fh.write(f"q{i}.soak.test AAAA\n")
-    config = ("timeout = 0.5\nservfail_after = 2.5\n[cache]\nentries = 20000\n[tcp]\nmax_connections = 1000\n")
-    guard = Guard(work, config, [f"127.0.0.1:{n.port}" for n in nsds], zones, "--protect", "army.mil",
-                  "--protect", "gmail.com")  # fmt: skip
+    config = "timeout = 0.5\nservfail_after = 2.5\n[cache]\nentries = 20000\n[tcp]\nmax_connections = 1000\n"
+    guard = Guard(
+        work, config, [f"127.0.0.1:{n.port}" for n in nsds], zones, "--protect", "army.mil", "--protect", "gmail.com"
+    )
     print(f"soak: guard pid {guard.proc.pid} on 127.0.0.1:{guard.port}; NSD on {[n.port for n in nsds]}; {work}")
     rss: list[tuple[float, int]] = []
     started = time.monotonic()
     sampler = Sampler(guard.addr)
     sampler.start()
-    perf = subprocess.Popen(["dnsperf", "-s", "127.0.0.1", "-p", str(guard.port), "-d", str(names), "-l",
-                             str(args.seconds), "-Q", str(args.rate), "-c", "4", "-t", "5", "-S", "10"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    perf = subprocess.Popen(
+        [
+            "dnsperf",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            str(guard.port),
+            "-d",
+            str(names),
+            "-l",
+            str(args.seconds),
+            "-Q",
+            str(args.rate),
+            "-c",
+            "4",
+            "-t",
+            "5",
+            "-S",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     generation, killed_at, restarted_at = 0, None, None
     try:
         while perf.poll() is None:
@@ -283,7 +328,10 @@ def run_soak(args: argparse.Namespace) -> int:
     lost = int(re.search(r"Queries lost:\s+(\d+)", out)[1])
     log = guard.output()
     result = {
-        "seconds": args.seconds, "rate_qps": args.rate, "queries_sent": sent, "queries_completed": completed,
+        "seconds": args.seconds,
+        "rate_qps": args.rate,
+        "queries_sent": sent,
+        "queries_completed": completed,
         "queries_lost": lost,
         "rcodes": {k: int(v) for k, v in re.findall(r"(NOERROR|NXDOMAIN|SERVFAIL|REFUSED|FORMERR) (\d+)", out)},
         "qps": float(re.search(r"Queries per second:\s+([\d.]+)", out)[1]),
@@ -292,22 +340,34 @@ def run_soak(args: argparse.Namespace) -> int:
         "policy_generations_written": generation,
         "reloads_success": m.get('resolverguard_policy_reloads_total{result="success"}'),
         "reloads_failure": m.get('resolverguard_policy_reloads_total{result="failure"}'),
-        "nsd_killed_at_s": killed_at, "nsd_restarted_at_s": restarted_at,
-        "sampler_checks": sampler.samples, "sampler_forwarded_ok": sampler.forwarded_ok,
-        "sampler_violations": sampler.violations, "sampler_unanswered": sampler.unanswered,
+        "nsd_killed_at_s": killed_at,
+        "nsd_restarted_at_s": restarted_at,
+        "sampler_checks": sampler.samples,
+        "sampler_forwarded_ok": sampler.forwarded_ok,
+        "sampler_violations": sampler.violations,
+        "sampler_unanswered": sampler.unanswered,
         "violation_examples": sampler.examples,
         "upstream_errors": {k: v for k, v in m.items() if k.startswith("resolverguard_upstream_errors_total") and v},
         "responses": {k: v for k, v in m.items() if k.startswith("resolverguard_responses_total{") and v},
         "internal_errors": m.get("resolverguard_internal_errors_total"),
         "cache_entries_end": m.get("resolverguard_cache_entries"),
-        "rss_kib_first": rss[2][1] if len(rss) > 2 else None, "rss_kib_max": max(r for _, r in rss),
-        "rss_kib_last": rss[-1][1], "rss_kib_per_10s": [r for t, r in rss[::10]],
-        "traceback_in_log": "Traceback" in log, "guard_exit": code,
-    }  # fmt: skip
+        "rss_kib_first": rss[2][1] if len(rss) > 2 else None,
+        "rss_kib_max": max(r for _, r in rss),
+        "rss_kib_last": rss[-1][1],
+        "rss_kib_per_10s": [r for t, r in rss[::10]],
+        "traceback_in_log": "Traceback" in log,
+        "guard_exit": code,
+    }
     print(out)
     print(json.dumps(result, indent=1))
-    ok = (lost == 0 and sampler.violations == 0 and sampler.unanswered == 0 and not result["traceback_in_log"]
-          and result["internal_errors"] == 0 and code == 0)  # fmt: skip
+    ok = (
+        lost == 0
+        and sampler.violations == 0
+        and sampler.unanswered == 0
+        and not result["traceback_in_log"]
+        and result["internal_errors"] == 0
+        and code == 0
+    )
     print("soak:", "PASS" if ok else "FAIL")
     shutil.rmtree(work, ignore_errors=True) if ok else print(f"soak: kept {work}")
     return 0 if ok else 1
@@ -363,8 +423,11 @@ def run_fuzz(args: argparse.Namespace) -> int:
         if done % 20_000 < 100:
             r = udp_ask(dns.message.make_query(f"probe{done}.example", "A"), guard.addr, 3)  # a normal query
             probes_failed += r is None or not r.answer or r.answer[0][0].to_text() != "192.0.2.1"
-            print(f"fuzz: {done} inputs, {got}/{expected} replies, rss {rss_kib(guard.proc.pid)} KiB, "
-                  f"{done / (time.monotonic() - started):.0f} inputs/s", flush=True)  # fmt: skip
+            print(
+                f"fuzz: {done} inputs, {got}/{expected} replies, rss {rss_kib(guard.proc.pid)} KiB, "
+                f"{done / (time.monotonic() - started):.0f} inputs/s",
+                flush=True,
+            )
     elapsed = time.monotonic() - started
     m = scrape(guard.url)
     rss_end = rss_kib(guard.proc.pid)
@@ -372,16 +435,30 @@ def run_fuzz(args: argparse.Namespace) -> int:
     up.kill()
     log = guard.output()
     result = {
-        "inputs": done, "udp_inputs": done - tcp_inputs, "tcp_inputs": tcp_inputs, "seed": seed,
-        "seconds": round(elapsed, 1), "udp_expected_replies": expected, "udp_replies": got,
-        "probes_failed": probes_failed, "internal_errors": m["resolverguard_internal_errors_total"],
+        "inputs": done,
+        "udp_inputs": done - tcp_inputs,
+        "tcp_inputs": tcp_inputs,
+        "seed": seed,
+        "seconds": round(elapsed, 1),
+        "udp_expected_replies": expected,
+        "udp_replies": got,
+        "probes_failed": probes_failed,
+        "internal_errors": m["resolverguard_internal_errors_total"],
         "malformed": {k: v for k, v in m.items() if k.startswith("resolverguard_malformed_total")},
-        "client_side_kinds_udp": kinds, "rss_kib_start": rss_start, "rss_kib_end": rss_end,
-        "traceback_in_log": "Traceback" in log, "guard_exit": code,
-    }  # fmt: skip
+        "client_side_kinds_udp": kinds,
+        "rss_kib_start": rss_start,
+        "rss_kib_end": rss_end,
+        "traceback_in_log": "Traceback" in log,
+        "guard_exit": code,
+    }
     print(json.dumps(result, indent=1))
-    ok = (got == expected and probes_failed == 0 and result["internal_errors"] == 0 and not result["traceback_in_log"]
-          and code == 0)  # fmt: skip
+    ok = (
+        got == expected
+        and probes_failed == 0
+        and result["internal_errors"] == 0
+        and not result["traceback_in_log"]
+        and code == 0
+    )
     print("fuzz:", "PASS" if ok else "FAIL")
     shutil.rmtree(work, ignore_errors=True) if ok else print(f"fuzz: kept {work}")
     return 0 if ok else 1

@@ -20,11 +20,70 @@ import time
 SIZES = (100, 10_000, 100_000)
 QUERIES = 20_000
 PASSES = 3
-SYLLABLES = ("ar", "my", "na", "vy", "gm", "ail", "pay", "pal", "mi", "cro", "soft", "lock", "heed", "mar", "tin",
-             "ray", "the", "on", "bo", "ing", "de", "fen", "ce", "tel", "ko", "net", "data", "sys", "tech", "log",
-             "sec", "cor", "pro", "ton", "ex", "ba", "ri", "lo", "ste", "qua", "zen", "vi", "ta", "el", "ur")
-SUFFIXES = (("com", 55), ("net", 8), ("org", 8), ("de", 5), ("co.uk", 4), ("fr", 3), ("gov", 3), ("mil", 2),
-            ("io", 3), ("nl", 2), ("com.au", 2), ("gov.uk", 1), ("ch", 2), ("it", 2), ("edu", 1))
+SYLLABLES = (
+    "ar",
+    "my",
+    "na",
+    "vy",
+    "gm",
+    "ail",
+    "pay",
+    "pal",
+    "mi",
+    "cro",
+    "soft",
+    "lock",
+    "heed",
+    "mar",
+    "tin",
+    "ray",
+    "the",
+    "on",
+    "bo",
+    "ing",
+    "de",
+    "fen",
+    "ce",
+    "tel",
+    "ko",
+    "net",
+    "data",
+    "sys",
+    "tech",
+    "log",
+    "sec",
+    "cor",
+    "pro",
+    "ton",
+    "ex",
+    "ba",
+    "ri",
+    "lo",
+    "ste",
+    "qua",
+    "zen",
+    "vi",
+    "ta",
+    "el",
+    "ur",
+)
+SUFFIXES = (
+    ("com", 55),
+    ("net", 8),
+    ("org", 8),
+    ("de", 5),
+    ("co.uk", 4),
+    ("fr", 3),
+    ("gov", 3),
+    ("mil", 2),
+    ("io", 3),
+    ("nl", 2),
+    ("com.au", 2),
+    ("gov.uk", 1),
+    ("ch", 2),
+    ("it", 2),
+    ("edu", 1),
+)
 
 
 def _label(rng: random.Random) -> str:
@@ -104,10 +163,17 @@ def run_one(size: int, two_edits: bool = True, compiled: bool = True) -> dict[st
     hits = sum(check(q) is not None for q in queries)
     timings = sorted(best)
     del guard, check  # the cached run builds its own guard
-    return {"size": size, "build_s": build_s, "rss_mib": rss_after, "index_mib": rss_after - rss_before,
-            "median_us": statistics.median(timings) / 1000, "p99_us": timings[int(len(timings) * 0.99)] / 1000,
-            "max_us": timings[-1] / 1000, "hit_rate": hits / len(queries),
-            "cached_us": _cached_median(protected, queries)}
+    return {
+        "size": size,
+        "build_s": build_s,
+        "rss_mib": rss_after,
+        "index_mib": rss_after - rss_before,
+        "median_us": statistics.median(timings) / 1000,
+        "p99_us": timings[int(len(timings) * 0.99)] / 1000,
+        "max_us": timings[-1] / 1000,
+        "hit_rate": hits / len(queries),
+        "cached_us": _cached_median(protected, queries),
+    }
 
 
 def _cached_median(protected: list[str], queries: list[str]) -> float:
@@ -135,20 +201,27 @@ def main() -> None:
         return
     rows = []
     for size in SIZES:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), *flags],
-                             check=True, capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", str(size), *flags], check=True, capture_output=True, text=True
+        )
         rows.append(json.loads(out.stdout))
     base = rows[0]["median_us"]
-    print(f"Python {platform.python_version()}, {platform.machine()}, {QUERIES} names per size, each the best of "
-          f"{PASSES} uncached checks, two-edit tier {'off' if one_edit_only else 'on'}, "
-          f"{'pure Python' if pure else 'compiled prefilter'} (60% unrelated, 20% typo neighbours, 10% protected, 10% deep names)\n")
-    print("| protected | build (s) | peak RSS (MiB) | index (MiB) | median (µs) | p99 (µs) | max (µs) | growth vs 100 "
-          "| matched | cached median (µs) |")
+    print(
+        f"Python {platform.python_version()}, {platform.machine()}, {QUERIES} names per size, each the best of "
+        f"{PASSES} uncached checks, two-edit tier {'off' if one_edit_only else 'on'}, "
+        f"{'pure Python' if pure else 'compiled prefilter'} (60% unrelated, 20% typo neighbours, 10% protected, 10% deep names)\n"
+    )
+    print(
+        "| protected | build (s) | peak RSS (MiB) | index (MiB) | median (µs) | p99 (µs) | max (µs) | growth vs 100 "
+        "| matched | cached median (µs) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['size']:,} | {r['build_s']:.2f} | {r['rss_mib']:.0f} | {r['index_mib']:.0f} | {r['median_us']:.2f} | "
-              f"{r['p99_us']:.1f} | {r['max_us']:.0f} | {r['median_us'] / base:.2f}x | {r['hit_rate']:.0%} | "
-              f"{r['cached_us']:.2f} |")
+        print(
+            f"| {r['size']:,} | {r['build_s']:.2f} | {r['rss_mib']:.0f} | {r['index_mib']:.0f} | {r['median_us']:.2f} | "
+            f"{r['p99_us']:.1f} | {r['max_us']:.0f} | {r['median_us'] / base:.2f}x | {r['hit_rate']:.0%} | "
+            f"{r['cached_us']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ class DnsService:
             except OSError as exc:
                 if str(ep) not in DEFAULT_LISTEN or ep.host == "127.0.0.1":
                     raise ConfigError(f"cannot listen for DNS on {ep} (UDP and TCP): {os_reason(exc)}") from None
-                log.warning("not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)", ep.host,
-                            ep.port, exc.strerror or exc)  # fmt: skip
+                log.warning(
+                    "not listening address=%s port=%d error=%s (a default; no IPv6 loopback?)",
+                    ep.host,
+                    ep.port,
+                    exc.strerror or exc,
+                )
 
     async def stop(self, grace: float) -> None:
         log.info("stopping: finishing in-flight queries grace_seconds=%s", grace)
@@ -133,15 +137,31 @@ class App:
         # at 0 from start-up, so the first rejection is alertable; per entry only when the sink is on
         metrics.declare_sink(sorted(holder.current().guard.protected) if cfg.smtp_sink_listen else (), TYPO_CLASSES)
         metrics.declare_upstreams(u.name for u in upstreams)
-        cache = Cache(cfg.cache_entries, cfg.cache_bytes, max_ttl=cfg.cache_max_ttl, min_ttl=cfg.cache_min_ttl,
-                      servfail_ttl=cfg.servfail_ttl, stale_ttl=cfg.serve_stale)  # fmt: skip
-        pool = UpstreamPool(upstreams, timeout=cfg.timeout, deadline=cfg.servfail_after, randomize_case=cfg.randomize_case,
-                            observe=lambda u, r, s: metrics.upstream(u.name, r, s))  # fmt: skip
+        cache = Cache(
+            cfg.cache_entries,
+            cfg.cache_bytes,
+            max_ttl=cfg.cache_max_ttl,
+            min_ttl=cfg.cache_min_ttl,
+            servfail_ttl=cfg.servfail_ttl,
+            stale_ttl=cfg.serve_stale,
+        )
+        pool = UpstreamPool(
+            upstreams,
+            timeout=cfg.timeout,
+            deadline=cfg.servfail_after,
+            randomize_case=cfg.randomize_case,
+            observe=lambda u, r, s: metrics.upstream(u.name, r, s),
+        )
         pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
         export = setup_export(cfg, holder.current, metrics.registry)
-        self.server = Server(pipeline, metrics, tcp_idle_timeout=cfg.tcp_idle_timeout,
-                             tcp_max_connections=cfg.tcp_max_connections, max_inflight=cfg.max_inflight,
-                             axfr=export.answer if export else None)  # fmt: skip
+        self.server = Server(
+            pipeline,
+            metrics,
+            tcp_idle_timeout=cfg.tcp_idle_timeout,
+            tcp_max_connections=cfg.tcp_max_connections,
+            max_inflight=cfg.max_inflight,
+            axfr=export.answer if export else None,
+        )
         self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
         if cfg.metrics:
             self.services.append(MetricsService(cfg, metrics))
@@ -163,9 +183,13 @@ class App:
         for service in self.services:
             await service.start()
             self.started.append(service)
-        log.info("started version=%s upstreams=%s zones_dir=%s services=%s", __version__,
-                 ",".join(u.name for u in self.upstreams), self.cfg.zones_dir,
-                 ",".join(s.name for s in self.services))  # fmt: skip
+        log.info(
+            "started version=%s upstreams=%s zones_dir=%s services=%s",
+            __version__,
+            ",".join(u.name for u in self.upstreams),
+            self.cfg.zones_dir,
+            ",".join(s.name for s in self.services),
+        )
 
     async def stop(self) -> None:
         while self.started:

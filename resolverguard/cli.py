@@ -34,20 +34,43 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", "-c", metavar="FILE", help=f"TOML config file (default: {DEFAULT_CONFIG} if present)")
-        sp.add_argument("--zones", dest="zones_dir", metavar="DIR",
-                        help="zone and list directory (default: zones, next to the config file)")  # fmt: skip
-        sp.add_argument("--allow-empty", dest="allow_empty", action="store_true",
-                        help="run even when no domain is protected (otherwise exit 2)")  # fmt: skip
+        sp.add_argument(
+            "--config", "-c", metavar="FILE", help=f"TOML config file (default: {DEFAULT_CONFIG} if present)"
+        )
+        sp.add_argument(
+            "--zones",
+            dest="zones_dir",
+            metavar="DIR",
+            help="zone and list directory (default: zones, next to the config file)",
+        )
+        sp.add_argument(
+            "--allow-empty",
+            dest="allow_empty",
+            action="store_true",
+            help="run even when no domain is protected (otherwise exit 2)",
+        )
         sp.add_argument("--protect", action="append", default=[], metavar="DOMAIN", help="protected domain (repeat)")
         sp.add_argument("--allow", action="append", default=[], metavar="DOMAIN", help="never block (repeat)")
 
     s = sub.add_parser("serve", help="run the guard")
     common(s)
-    s.add_argument("--listen", "-l", action="append", default=[], metavar="HOST:PORT",
-                   help="listen on UDP and TCP (repeat; default 127.0.0.1:8053 and [::1]:8053)")  # fmt: skip
-    s.add_argument("--upstream", "-u", dest="upstreams", action="append", default=[], metavar="HOST[:PORT]",
-                   help="upstream resolver (repeat; default: /etc/resolv.conf)")  # fmt: skip
+    s.add_argument(
+        "--listen",
+        "-l",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="listen on UDP and TCP (repeat; default 127.0.0.1:8053 and [::1]:8053)",
+    )
+    s.add_argument(
+        "--upstream",
+        "-u",
+        dest="upstreams",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="upstream resolver (repeat; default: /etc/resolv.conf)",
+    )
     s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
     s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
     s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -70,13 +93,29 @@ def _parser() -> argparse.ArgumentParser:
     common(e)
     e.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     e.add_argument("--check-secondary", metavar="HOST[:PORT]", help="compare a secondary's SOA serial with the guard's")
-    e.add_argument("--listen", "-l", action="append", default=[], metavar="HOST:PORT",
-                   help="with --check-secondary: the running guard (default: the config's first listen address)")
+    e.add_argument(
+        "--listen",
+        "-l",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="with --check-secondary: the running guard (default: the config's first listen address)",
+    )
     return p
 
 
-_CONFIG_KEYS = ("listen", "upstreams", "metrics", "workers", "log_level", "events", "zones_dir", "protect", "allow",
-               "allow_empty")  # fmt: skip
+_CONFIG_KEYS = (
+    "listen",
+    "upstreams",
+    "metrics",
+    "workers",
+    "log_level",
+    "events",
+    "zones_dir",
+    "protect",
+    "allow",
+    "allow_empty",
+)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -115,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-
 def check(cfg: Config, args: argparse.Namespace) -> int:
     from . import names as names_mod
     from .config import QTYPE_NUMBERS
@@ -150,8 +188,11 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         learned = f" [label {m.protected.split('.', 1)[0]} learned from upstream answers]" if m and m.learned else ""
-        print(f"{name}: {result['verdict']}" + (f" ({result['action']}): {result['reason']}" if result["reason"] else "")
-              + learned)  # fmt: skip
+        print(
+            f"{name}: {result['verdict']}"
+            + (f" ({result['action']}): {result['reason']}" if result["reason"] else "")
+            + learned
+        )
     return 1 if blocked else 0
 
 
@@ -181,8 +222,10 @@ def lint(cfg: Config, args: argparse.Namespace) -> int:
             print(f"warning: {warning}")
     for warning in policy_warnings(cfg, policy.guard):
         print(f"warning: {warning}")
-    print(f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
-          f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains")  # fmt: skip
+    print(
+        f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
+        f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains"
+    )
     return 0
 
 
@@ -242,8 +285,10 @@ def refuse_forwarding_loop(listen: Iterable[Endpoint], upstreams: Iterable[Endpo
     for up in upstreams:
         for ep in listen:
             if up.port == ep.port and _same_host(ep.host, up.host):
-                raise ConfigError(f"upstream {up} is this guard's own listen address {ep} (a forwarding loop; "
-                                  "/etc/resolv.conf points at the guard?): give other upstreams")  # fmt: skip
+                raise ConfigError(
+                    f"upstream {up} is this guard's own listen address {ep} (a forwarding loop; "
+                    "/etc/resolv.conf points at the guard?): give other upstreams"
+                )
 
 
 def _same_host(listen_host: str, host: str) -> bool:

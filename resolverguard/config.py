@@ -38,13 +38,23 @@ class Endpoint:
 # ---------------------------------------------------------------- checks: value in, setting out, or ValueError
 
 
-def number(kind: type = float, *, ge: float | None = None, gt: float | None = None, lt: float | None = None,
-           le: float | None = None) -> Check:  # fmt: skip
+def number(
+    kind: type = float,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Check:
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and isinstance(value, float)):
             raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-        for bound, ok, words in ((ge, lambda b: value >= b, ">="), (gt, lambda b: value > b, ">"),
-                                 (le, lambda b: value <= b, "<="), (lt, lambda b: value < b, "<")):  # fmt: skip
+        for bound, ok, words in (
+            (ge, lambda b: value >= b, ">="),
+            (gt, lambda b: value > b, ">"),
+            (le, lambda b: value <= b, "<="),
+            (lt, lambda b: value < b, "<"),
+        ):
             if bound is not None and not ok(bound):
                 raise ValueError(f"must be {words} {bound:g}, got {value!r}")
         return kind(value)
@@ -105,7 +115,7 @@ def strict_list(item: Check) -> Check:
 
     def check(value: Any) -> tuple:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"expected a list such as [\"name\"], got {value!r}")
+            raise ValueError(f'expected a list such as ["name"], got {value!r}')
         return tuple(item(x) for x in value)
 
     return check
@@ -218,11 +228,11 @@ class Config:
     shutdown_grace: float = setting("shutdown_grace", number(ge=0, le=600), 3.0)
     typo_action: str = setting("typo.action", choice(*TYPO_ACTIONS), Action.NXDOMAIN)
     typo_qtypes: tuple[str, ...] = setting("typo.qtypes", listed(qtype), (Qtype.A, Qtype.AAAA, Qtype.MX))
-    typo_classes: dict[str, str] = setting("typo.classes", table(typo_class, choice(*TypoPolicy)),
-                                           factory=dict)  # fmt: skip
+    typo_classes: dict[str, str] = setting("typo.classes", table(typo_class, choice(*TypoPolicy)), factory=dict)
     domain_actions: dict[str, str] = setting("typo.domains", table(domain, choice(*TYPO_ACTIONS)), factory=dict)
-    tld_second_level: dict[str, tuple[str, ...]] = setting("typo.second_level", table(domain, strict_list(domain)),
-                                                           factory=dict)  # fmt: skip
+    tld_second_level: dict[str, tuple[str, ...]] = setting(
+        "typo.second_level", table(domain, strict_list(domain)), factory=dict
+    )
     state_dir: str = setting("state_dir", text, "")  # learned .mil labels (learned-labels.txt); "": memory only
     sink_ipv4: str = setting("sink.ipv4", address, "127.0.0.2")
     sink_ipv6: str = setting("sink.ipv6", address, "")
@@ -230,9 +240,12 @@ class Config:
     sink_ttl: int = setting("sink.ttl", number(int, ge=0, le=86_400), 60)
     smtp_sink_listen: tuple[Endpoint, ...] = setting("smtp_sink.listen", listed(endpoint(25)), ())  # (): no sink
     smtp_sink_mode: str = setting("smtp_sink.mode", choice(*SinkMode), SinkMode.REJECT)  # 5xx now | 4xx queued
-    smtp_sink_template: str = setting("smtp_sink.template", sink_template,
-                                      "<{recipient}>: {domain} resembles the protected domain {protected} "
-                                      "({typo_class}). Did you mean <{suggestion}>? Not delivered.")  # fmt: skip
+    smtp_sink_template: str = setting(
+        "smtp_sink.template",
+        sink_template,
+        "<{recipient}>: {domain} resembles the protected domain {protected} "
+        "({typo_class}). Did you mean <{suggestion}>? Not delivered.",
+    )
     smtp_sink_hostname: str = setting("smtp_sink.hostname", domain_text, "sink.resolverguard.internal")
     smtp_sink_max_sessions: int = setting("smtp_sink.max_sessions", number(int, ge=1), 1000)
     smtp_sink_command_timeout: float = setting("smtp_sink.command_timeout", number(gt=0), 30.0)  # idle timeout
@@ -366,8 +379,9 @@ def _flatten(raw: dict, path: str, lines: dict[str, int]) -> dict[str, Any]:
                 toml = f"{key}.{sub}"
                 if toml not in _BY_TOML:
                     known = ", ".join(t.split(".", 1)[1] for t in _BY_TOML if t.startswith(key + "."))
-                    raise ConfigError(f"{path}:{lines.get(toml, lines.get(key, '?'))}: unknown key "
-                                      f"{_written(toml)} (known: {known})")  # fmt: skip
+                    raise ConfigError(
+                        f"{path}:{lines.get(toml, lines.get(key, '?'))}: unknown key {_written(toml)} (known: {known})"
+                    )
                 out[toml] = sub_value
         elif key in _BY_TOML:
             out[key] = value

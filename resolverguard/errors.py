@@ -56,9 +56,12 @@ class ForwardingLoop(UpstreamError):
 
     ede = 0  # Other: RFC 8914 has no code for a loop; the text says it
 
+
 def os_reason(exc: OSError) -> str:
     """An OSError as the operator needs it: the cause, and what usually fixes it."""
-    hints = {errno.EADDRINUSE: "port in use (another DNS server, or another resolverguard, listens there)",
-             errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)",
-             errno.EADDRNOTAVAIL: "not an address of this host"}  # fmt: skip
+    hints = {
+        errno.EADDRINUSE: "port in use (another DNS server, or another resolverguard, listens there)",
+        errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)",
+        errno.EADDRNOTAVAIL: "not an address of this host",
+    }
     return hints.get(exc.errno) or exc.strerror or str(exc)

@@ -28,7 +28,11 @@ def setup_events(target: str) -> None:
         return
     blocks.disabled = False
     # a file is reopened when logrotate has moved it away (checked per event) and at once on SIGHUP
-    sink = logging.StreamHandler(sys.stdout) if target == "-" else logging.handlers.WatchedFileHandler(target, encoding="utf-8")
+    sink = (
+        logging.StreamHandler(sys.stdout)
+        if target == "-"
+        else logging.handlers.WatchedFileHandler(target, encoding="utf-8")
+    )
     sink.setFormatter(logging.Formatter("%(message)s"))
     q: queue.SimpleQueue = queue.SimpleQueue()
     blocks.addHandler(logging.handlers.QueueHandler(q))

@@ -280,11 +280,7 @@ def build_policy(
 
 def _blocks(policy: Policy, name: str) -> bool:
     match = policy.guard.find_neighbour(name)
-    return (
-        match is not None
-        and match.blocks
-        and policy.action_for(match) != "log-only"
-    )
+    return match is not None and match.blocks and policy.action_for(match) != "log-only"
 
 
 def _norm(name: str) -> str:

@@ -12,7 +12,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    disable_created_metrics,  # fmt: skip
+    disable_created_metrics,
     start_http_server,
 )
 
@@ -46,66 +46,96 @@ class Metrics:
             "resolverguard_responses_total", "Responses by outcome and rcode", ["outcome", "rcode"], registry=r
         )
         self.duration = Histogram(
-            "resolverguard_request_duration_seconds", "Time from query received to reply sent", ["outcome"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "resolverguard_request_duration_seconds",
+            "Time from query received to reply sent",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.typo_blocks = Counter(
-            "resolverguard_typo_blocks_total", "Lookups of typo-neighbours blocked, by the protected domain they resemble",
-            ["protected_domain", "typo_class", "action", "qtype"], registry=r,
-        )  # fmt: skip
+            "resolverguard_typo_blocks_total",
+            "Lookups of typo-neighbours blocked, by the protected domain they resemble",
+            ["protected_domain", "typo_class", "action", "qtype"],
+            registry=r,
+        )
         self.typo_would_block = Counter(
-            "resolverguard_typo_would_block_total", "Typo-neighbour lookups let through in log-only mode",
-            ["protected_domain", "typo_class", "qtype"], registry=r,
-        )  # fmt: skip
+            "resolverguard_typo_would_block_total",
+            "Typo-neighbour lookups let through in log-only mode",
+            ["protected_domain", "typo_class", "qtype"],
+            registry=r,
+        )
         self.typo_learned_labels = Gauge(
-            "resolverguard_typo_learned_labels", "Second-level labels learned under protected whole TLDs (mil)",
-            registry=r, multiprocess_mode="max",
-        )  # fmt: skip
-        self.rpz_hits = Counter("resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"], registry=r)
+            "resolverguard_typo_learned_labels",
+            "Second-level labels learned under protected whole TLDs (mil)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.rpz_hits = Counter(
+            "resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"], registry=r
+        )
         self.upstream_duration = Histogram(
-            "resolverguard_upstream_request_duration_seconds", "Upstream exchange time", ["upstream"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "resolverguard_upstream_request_duration_seconds",
+            "Upstream exchange time",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.upstream_responses = Counter(
             "resolverguard_upstream_responses_total", "Upstream replies by rcode", ["upstream", "rcode"], registry=r
         )
         self.upstream_errors = Counter(
-            "resolverguard_upstream_errors_total", "Upstream failures and rejected (spoofed) replies",
-            ["upstream", "kind"], registry=r,
-        )  # fmt: skip
+            "resolverguard_upstream_errors_total",
+            "Upstream failures and rejected (spoofed) replies",
+            ["upstream", "kind"],
+            registry=r,
+        )
         self.upstream_up = Gauge(
-            "resolverguard_upstream_up", "1 while the upstream is considered healthy", ["upstream"], registry=r,
+            "resolverguard_upstream_up",
+            "1 while the upstream is considered healthy",
+            ["upstream"],
+            registry=r,
             multiprocess_mode="min",
-        )  # fmt: skip
+        )
         self.cache_requests = Counter("resolverguard_cache_requests_total", "Cache look-ups", registry=r)
         self.cache_hits = Counter("resolverguard_cache_hits_total", "Cache look-ups answered from cache", registry=r)
         self.cache_entries = Gauge(
             "resolverguard_cache_entries", "Replies held in the cache", registry=r, multiprocess_mode="sum"
         )
         self.malformed = Counter("resolverguard_malformed_total", "Malformed packets by kind", ["kind"], registry=r)
-        self.ratelimited = Counter("resolverguard_ratelimited_total", "Queries refused by the client rate limit", registry=r)
+        self.ratelimited = Counter(
+            "resolverguard_ratelimited_total", "Queries refused by the client rate limit", registry=r
+        )
         self.tcp_rejected = Counter(
             "resolverguard_tcp_rejected_total", "TCP connections closed at once: connection cap reached", registry=r
         )
         self.sink_rejections = Counter(
-            "resolverguard_sink_rejections_total", "Recipients the SMTP sink refused, by the protected domain they resemble",
-            ["protected_domain", "typo_class", "mode"], registry=r,
-        )  # fmt: skip
+            "resolverguard_sink_rejections_total",
+            "Recipients the SMTP sink refused, by the protected domain they resemble",
+            ["protected_domain", "typo_class", "mode"],
+            registry=r,
+        )
         self.sink_sessions = Gauge(
             "resolverguard_sink_sessions", "Open SMTP sink sessions", registry=r, multiprocess_mode="sum"
         )
         self.sink_sessions_refused = Counter(
-            "resolverguard_sink_sessions_refused_total", "SMTP sink connections answered 421: session cap reached",
+            "resolverguard_sink_sessions_refused_total",
+            "SMTP sink connections answered 421: session cap reached",
             registry=r,
-        )  # fmt: skip
+        )
         self.internal_errors = Counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions", registry=r)
         self.reloads = Counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"], registry=r)
         self.last_reload = Gauge(
-            "resolverguard_policy_last_reload_timestamp_seconds", "Unix time of the last successful policy load",
-            registry=r, multiprocess_mode="max",
-        )  # fmt: skip
+            "resolverguard_policy_last_reload_timestamp_seconds",
+            "Unix time of the last successful policy load",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.rules = Gauge(
-            "resolverguard_policy_rules", "Override rules loaded, by zone", ["zone"], registry=r, multiprocess_mode="max"
+            "resolverguard_policy_rules",
+            "Override rules loaded, by zone",
+            ["zone"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self.protected = Gauge(
             "resolverguard_protected_domains", "Protected domains loaded", registry=r, multiprocess_mode="max"
@@ -125,12 +155,15 @@ class Metrics:
         for outcome in OUTCOMES:
             for rcode in RCODES:
                 self._responses[outcome, rcode] = self.responses.labels(outcome, rcode)
-        self._queries = {
-            (t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*Qtype, OTHER_QTYPE)
-        }
+        self._queries = {(t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*Qtype, OTHER_QTYPE)}
 
-    def declare_policy(self, entries: Mapping[str, Iterable[str]], class_policy: Mapping[str, str],
-                       zones: Iterable[str], qtypes: Iterable[str] = (Qtype.A, Qtype.AAAA, Qtype.MX)) -> None:  # fmt: skip
+    def declare_policy(
+        self,
+        entries: Mapping[str, Iterable[str]],
+        class_policy: Mapping[str, str],
+        zones: Iterable[str],
+        qtypes: Iterable[str] = (Qtype.A, Qtype.AAAA, Qtype.MX),
+    ) -> None:
         """Create every typo series a block can produce, so increase() alerts fire on the first one.
 
         entries: protected entry as configured (mil, gmail.com) -> the actions its matches can get. Per

@@ -226,8 +226,13 @@ class Forwarder:
 
     name = "forward"
 
-    def __init__(self, pool: UpstreamPool, cache: Cache, metrics: Metrics,
-                 on_answer: Callable[[wire.Query, bytes], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        cache: Cache,
+        metrics: Metrics,
+        on_answer: Callable[[wire.Query, bytes], None] | None = None,
+    ) -> None:
         self.pool, self.cache, self.metrics = pool, cache, metrics
         self.on_answer = on_answer  # sees every upstream reply (the typo guard learns .mil labels)
 

@@ -77,8 +77,11 @@ class Policy:
 
     def action_for(self, match: TypoMatch) -> str:
         """The [typo] domains action of the match's protected domain or of its entry, else [typo] action."""
-        return (self.domain_actions.get(match.protected) or self.domain_actions.get(self.entry_of(match))
-                or self.typo_action)  # fmt: skip
+        return (
+            self.domain_actions.get(match.protected)
+            or self.domain_actions.get(self.entry_of(match))
+            or self.typo_action
+        )
 
 
 def _address(client: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

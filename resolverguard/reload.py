@@ -36,8 +36,10 @@ def _check_zones_dir(cfg: Config) -> None:
     try:
         os.listdir(cfg.zones_dir)
     except FileNotFoundError:
-        raise ConfigError(f"{where}: no such directory (relative to the config file, or to the current "
-                          "directory without one; give --zones or --config)") from None  # fmt: skip
+        raise ConfigError(
+            f"{where}: no such directory (relative to the config file, or to the current "
+            "directory without one; give --zones or --config)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
 
@@ -54,23 +56,31 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
         allow += load_domain_list(path)
     zones = load_zone_dir(cfg.zones_dir) if files["rpz"] else []
     try:
-        guard = TypoGuard.build(protect, allow, class_policy=cfg.typo_classes,
-                                tld_second_level=cfg.tld_second_level or None,
-                                learned=learned.load(learned.path_in(cfg.state_dir)))  # fmt: skip
+        guard = TypoGuard.build(
+            protect,
+            allow,
+            class_policy=cfg.typo_classes,
+            tld_second_level=cfg.tld_second_level or None,
+            learned=learned.load(learned.path_in(cfg.state_dir)),
+        )
     except ValueError as exc:
         raise ConfigError(f"{cfg.config_path or 'config'}: {exc}") from None
     for name in cfg.domain_actions:  # an action for a name nothing protects would silently do nothing
         if not any(p in guard.protected for p in names.parents(name)):
-            raise ConfigError(f"{cfg.where('domain_actions')}: {name} is not a protected domain (nor under a "
-                              "protected entry such as mil)")  # fmt: skip
+            raise ConfigError(
+                f"{cfg.where('domain_actions')}: {name} is not a protected domain (nor under a "
+                "protected entry such as mil)"
+            )
     for name in cfg.tld_second_level:
         if name not in guard.protected:
             raise ConfigError(f"{cfg.where('tld_second_level')}: {name} is not a protected entry")
     for warning in policy_warnings(cfg, guard):
         log.warning("%s", warning)
     if not guard.protected and not cfg.allow_empty:
-        raise ConfigError(f"nothing to protect: no domain in {Path(cfg.zones_dir) / '*.protect'}, protect or "
-                          "--protect; give --allow-empty (or allow_empty = true) to run without protection")  # fmt: skip
+        raise ConfigError(
+            f"nothing to protect: no domain in {Path(cfg.zones_dir) / '*.protect'}, protect or "
+            "--protect; give --allow-empty (or allow_empty = true) to run without protection"
+        )
     return Policy(
         table=PolicyTable(zones),
         guard=guard,
@@ -86,9 +96,11 @@ def policy_warnings(cfg: Config, guard: TypoGuard) -> list[str]:
     out = []
     for entry in sorted(guard.protected):
         if names.is_public_suffix(entry) and entry != "mil" and not cfg.tld_second_level.get(entry):
-            out.append(f"protected entry {entry} is a public suffix with no known second-level names: it "
-                       f"blocks nothing; protect registrable domains (example.{entry}) or list names in "
-                       "[typo] second_level")  # fmt: skip
+            out.append(
+                f"protected entry {entry} is a public suffix with no known second-level names: it "
+                f"blocks nothing; protect registrable domains (example.{entry}) or list names in "
+                "[typo] second_level"
+            )
     return out
 
 
@@ -120,8 +132,12 @@ class PolicyHolder:
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         self.metrics.typo_learned_labels.set(policy.guard.learned_count)
-        log.info("policy loaded generation=%d protected=%d override_rules=%d", policy.generation,
-                 len(policy.guard.protected), sum(policy.table.rule_count.values()))  # fmt: skip
+        log.info(
+            "policy loaded generation=%d protected=%d override_rules=%d",
+            policy.generation,
+            len(policy.guard.protected),
+            sum(policy.table.rule_count.values()),
+        )
 
     async def reload(self) -> bool:
         """Parse the new policy off the event loop, then swap it in; on error keep the last good one."""

@@ -24,12 +24,22 @@ _DROPPED = {wire.Unreadable: "unreadable", wire.NotQuery: "response"}
 class Server:
     """Owns the listening sockets and the in-flight forwards; records metrics once per query."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, tcp_idle_timeout: float = 10.0,
-                 tcp_max_connections: int = 1000, max_inflight: int = 10_000,
-                 axfr: Callable[[wire.Query], list[bytes] | None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        tcp_idle_timeout: float = 10.0,
+        tcp_max_connections: int = 1000,
+        max_inflight: int = 10_000,
+        axfr: Callable[[wire.Query], list[bytes] | None] | None = None,
+    ) -> None:
         self.pipeline, self.metrics = pipeline, metrics
         self.tcp_idle_timeout, self.tcp_max_connections, self.max_inflight = (
-            tcp_idle_timeout, tcp_max_connections, max_inflight)  # fmt: skip
+            tcp_idle_timeout,
+            tcp_max_connections,
+            max_inflight,
+        )
         self.axfr = axfr
         self.inflight: set[asyncio.Task] = set()
         self.tcp_connections: OrderedDict[TcpConnection, None] = OrderedDict()

@@ -66,12 +66,18 @@ def refusal(recipient: str, policy: Policy, mode: str, template: str) -> Refusal
         domain = ""
     match = policy.guard.find_neighbour(domain) if domain else None
     if match is None:  # not a typo-neighbour: nothing to suggest, and this host relays nothing
-        return Refusal(550, "5.1.1", f"<{recipient}>: no such mailbox here; this host accepts no mail. Not delivered.",
-                       recipient)  # fmt: skip
+        return Refusal(
+            550, "5.1.1", f"<{recipient}>: no such mailbox here; this host accepts no mail. Not delivered.", recipient
+        )
     suggestion = f"{local}@{suggest(domain, match)}"
     code, status = _CODES[mode]
-    text = template.format(recipient=recipient, domain=domain, protected=match.protected,
-                           typo_class=match.typo_class, suggestion=suggestion)  # fmt: skip
+    text = template.format(
+        recipient=recipient,
+        domain=domain,
+        protected=match.protected,
+        typo_class=match.typo_class,
+        suggestion=suggestion,
+    )
     return Refusal(code, status, text, recipient, match, suggestion)
 
 
@@ -81,8 +87,9 @@ class SinkHandler:
     def __init__(self, current_policy: Callable[[], Policy], settings: Callable[[], Config], metrics: Metrics) -> None:
         self.current_policy, self.settings, self.metrics = current_policy, settings, metrics
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:  # fmt: skip
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         cfg = self.settings()
         answer = refusal(address, self.current_policy(), cfg.smtp_sink_mode, cfg.smtp_sink_template)
         m = answer.match
@@ -90,11 +97,20 @@ class SinkHandler:
         entry = self.current_policy().entry_of(m) if m else "none"  # the entry as configured: mil for army.mil
         self.metrics.sink_rejections.labels(entry, m.typo_class if m else "none", mode).inc()
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        emit_event({
-            "time": timestamp(), "event": "sink_rejection", "mta": peer, "sender": envelope.mail_from,
-            "recipient": address, "protected": m.protected if m else None, "class": m.typo_class if m else None,
-            "suggestion": answer.suggestion, "mode": mode, "reply": f"{answer.code} {answer.status}",
-        })  # fmt: skip
+        emit_event(
+            {
+                "time": timestamp(),
+                "event": "sink_rejection",
+                "mta": peer,
+                "sender": envelope.mail_from,
+                "recipient": address,
+                "protected": m.protected if m else None,
+                "class": m.typo_class if m else None,
+                "suggestion": answer.suggestion,
+                "mode": mode,
+                "reply": f"{answer.code} {answer.status}",
+            }
+        )
         log.debug("sink refused recipient=%s mta=%s code=%d", address, peer, answer.code)
         return answer.line()
 
@@ -104,9 +120,15 @@ class SinkSession(SMTP):
 
     def __init__(self, sink: SmtpSink) -> None:
         cfg = sink.cfg
-        super().__init__(sink.handler, hostname=cfg.smtp_sink_hostname, ident="resolverguard sink",
-                         timeout=cfg.smtp_sink_command_timeout, command_call_limit=cfg.smtp_sink_max_commands,
-                         data_size_limit=0, loop=asyncio.get_running_loop())  # fmt: skip
+        super().__init__(
+            sink.handler,
+            hostname=cfg.smtp_sink_hostname,
+            ident="resolverguard sink",
+            timeout=cfg.smtp_sink_command_timeout,
+            command_call_limit=cfg.smtp_sink_max_commands,
+            data_size_limit=0,
+            loop=asyncio.get_running_loop(),
+        )
         self.sink = sink
         self.admitted = False
         self.session_timer: asyncio.TimerHandle | None = None
@@ -163,8 +185,14 @@ class SmtpSink:
 
     name = "smtp_sink"
 
-    def __init__(self, cfg: Config, current_policy: Callable[[], Policy], settings: Callable[[], Config],
-                 metrics: Metrics, reuse_port: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        current_policy: Callable[[], Policy],
+        settings: Callable[[], Config],
+        metrics: Metrics,
+        reuse_port: bool = False,
+    ) -> None:
         self.cfg, self.metrics, self.reuse_port = cfg, metrics, reuse_port
         self.handler = SinkHandler(current_policy, settings, metrics)
         self.sessions: set[SinkSession] = set()
@@ -198,13 +226,24 @@ class SmtpSink:
         loop = asyncio.get_running_loop()
         for ep in self.cfg.smtp_sink_listen:
             family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
-            server = await loop.create_server(lambda: SinkSession(self), ep.host, ep.port, family=family,
-                                              reuse_port=self.reuse_port or None, backlog=1024)  # fmt: skip
+            server = await loop.create_server(
+                lambda: SinkSession(self),
+                ep.host,
+                ep.port,
+                family=family,
+                reuse_port=self.reuse_port or None,
+                backlog=1024,
+            )
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             self.addresses.append((ep.host, port))
-            log.info("smtp sink listening address=%s port=%d mode=%s max_sessions=%d", ep.host, port,
-                     self.cfg.smtp_sink_mode, self.cfg.smtp_sink_max_sessions)  # fmt: skip
+            log.info(
+                "smtp sink listening address=%s port=%d mode=%s max_sessions=%d",
+                ep.host,
+                port,
+                self.cfg.smtp_sink_mode,
+                self.cfg.smtp_sink_max_sessions,
+            )
 
     async def stop(self, grace: float) -> None:
         if self.thread is None or self.loop is None:

@@ -59,8 +59,9 @@ class Upstream:
 class _Exchange:
     """One UDP exchange on its own socket: the first reply that matches ID, question and source wins."""
 
-    def __init__(self, sock: socket.socket, sent: bytes, qend: int, peer: tuple[str, int],
-                 on_spoof: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self, sock: socket.socket, sent: bytes, qend: int, peer: tuple[str, int], on_spoof: Callable[[str], None]
+    ) -> None:
         self.sock, self.sent, self.qend, self.peer, self.on_spoof = sock, sent, qend, peer, on_spoof
         self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
@@ -125,9 +126,12 @@ class UpstreamPool:
         if self.looped(query):
             if self.clock() - self.loop_logged > 60:
                 self.loop_logged = self.clock()
-                log.error("forwarding loop: a query sent upstream came back qname=%s upstreams=%s (is the guard "
-                          "its own upstream, e.g. through resolv.conf?)", query.qname,
-                          ",".join(u.name for u in self.upstreams))  # fmt: skip
+                log.error(
+                    "forwarding loop: a query sent upstream came back qname=%s upstreams=%s (is the guard "
+                    "its own upstream, e.g. through resolv.conf?)",
+                    query.qname,
+                    ",".join(u.name for u in self.upstreams),
+                )
             raise ForwardingLoop()
         loop = asyncio.get_running_loop()
         end = loop.time() + self.deadline
@@ -176,8 +180,9 @@ class UpstreamPool:
                 last = UpstreamRefused(f"{upstream.name}: REFUSED")
                 given_up.add(id(upstream))
                 continue
-            return wire.with_id_and_question(wire.clean_reply(wire.with_question(reply, query.data[12 : query.qend]), query.flags & wire.CD),
-                                             query)  # fmt: skip
+            return wire.with_id_and_question(
+                wire.clean_reply(wire.with_question(reply, query.data[12 : query.qend]), query.flags & wire.CD), query
+            )
         raise last
 
     def _answered(self, upstream: Upstream) -> None:
@@ -221,9 +226,10 @@ class UpstreamPool:
         if self.randomize_case:  # the name only: QTYPE 65 (HTTPS) is the octets 0x00 0x41, an "A"
             name, tail = question[:-4], question[-4:]
             bits = secrets.randbits(len(name))
-            question = bytes(
-                c ^ 0x20 if 0x61 <= (c | 0x20) <= 0x7A and (bits >> i) & 1 else c for i, c in enumerate(name)
-            ) + tail
+            question = (
+                bytes(c ^ 0x20 if 0x61 <= (c | 0x20) <= 0x7A and (bits >> i) & 1 else c for i, c in enumerate(name))
+                + tail
+            )
         return wire.upstream_query(query, qid, question, edns)
 
     async def _udp(self, upstream: Upstream, sent: bytes, qend: int, budget: float) -> bytes:

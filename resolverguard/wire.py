@@ -233,15 +233,21 @@ def error_reply(data: bytes, rcode: int) -> bytes | None:
     return _HDR.pack(qid, flags, 1 if question else 0, 0, 0, 1 if edns else 0) + question + opt
 
 
-def reply_for(query: Query, flags_rcode: int, body: bytes = b"", counts: tuple[int, int, int] = (0, 0, 0),
-              ede: tuple[int, str] | None = None) -> bytes:  # fmt: skip
+def reply_for(
+    query: Query,
+    flags_rcode: int,
+    body: bytes = b"",
+    counts: tuple[int, int, int] = (0, 0, 0),
+    ede: tuple[int, str] | None = None,
+) -> bytes:
     """A reply to query with the given rcode, the client's question, an optional body; OPT (and EDE) for EDNS."""
     flags = QR | (query.flags & 0x7910) | RA | flags_rcode
     if not query.edns:
         return _HDR.pack(query.id, flags, 1, *counts) + query.data[12 : query.qend] + body
     an, ns, ar = counts
-    return (_HDR.pack(query.id, flags, 1, an, ns, ar + 1) + query.data[12 : query.qend] + body
-            + opt_record(query.do, ede))  # fmt: skip
+    return (
+        _HDR.pack(query.id, flags, 1, an, ns, ar + 1) + query.data[12 : query.qend] + body + opt_record(query.do, ede)
+    )
 
 
 def badvers_reply(data: bytes) -> bytes | None:
@@ -328,7 +334,9 @@ def fit_udp(reply: bytes, query: Query) -> bytes:
         return smaller
     qid, flags = _U16.unpack_from(reply)[0], _U16.unpack_from(reply, 2)[0]
     # OPT: 1232 bytes, the client's DO bit echoed (RFC 3225)
-    opt = (b"\x00\x00\x29\x04\xd0\x00\x00" + (b"\x80" if query.do else b"\x00") + b"\x00\x00\x00") if query.edns else b""
+    opt = (
+        (b"\x00\x00\x29\x04\xd0\x00\x00" + (b"\x80" if query.do else b"\x00") + b"\x00\x00\x00") if query.edns else b""
+    )
     return _HDR.pack(qid, flags | TC, 1, 0, 0, 1 if opt else 0) + query.data[12 : query.qend] + opt
 
 

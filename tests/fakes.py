@@ -61,8 +61,10 @@ class FakeUpstream:
         self.rules: dict[tuple[str, str], Rule] = {}
         self.seen: list[tuple[str, str, str, int]] = []  # transport, qname text as sent, qtype, id
         self.stopped = False
-        self.threads = [threading.Thread(target=self._serve_udp, daemon=True),
-                        threading.Thread(target=self._serve_tcp, daemon=True)]  # fmt: skip
+        self.threads = [
+            threading.Thread(target=self._serve_udp, daemon=True),
+            threading.Thread(target=self._serve_tcp, daemon=True),
+        ]
         for t in self.threads:
             t.start()
 
@@ -113,8 +115,11 @@ class FakeUpstream:
         if rule.rcode == dns.rcode.NXDOMAIN or (rule.rcode == 0 and not r.answer):
             name = q.question[0].name
             zone = name.parent() if len(name) > 2 else dns.name.root
-            r.authority.append(dns.rrset.from_text(zone, rule.soa_ttl, "IN", "SOA",
-                                                   f"ns.{zone} host.{zone} 1 3600 600 86400 {rule.soa_ttl}"))  # fmt: skip
+            r.authority.append(
+                dns.rrset.from_text(
+                    zone, rule.soa_ttl, "IN", "SOA", f"ns.{zone} host.{zone} 1 3600 600 86400 {rule.soa_ttl}"
+                )
+            )
         wire = r.to_wire(max_size=65535)
         if rule.mode == "truncate" and transport == "udp":
             r2 = dns.message.make_response(q)
@@ -217,16 +222,23 @@ class Guard:
     def __init__(self, args: list[str], cwd: Path, env: dict | None = None) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [*GUARD_CMD, "serve", *args], cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-        )  # fmt: skip
+            [*GUARD_CMD, "serve", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.ports: list[tuple[str, int]] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            self.ports = [(m[1], int(m[2])) for line in list(self.lines)
-                          if (m := re.search(r"listening address=(\S+) port=(\d+)", line))]  # fmt: skip
+            self.ports = [
+                (m[1], int(m[2]))
+                for line in list(self.lines)
+                if (m := re.search(r"listening address=(\S+) port=(\d+)", line))
+            ]
             if any("started version" in line for line in self.lines):
                 break
             if self.proc.poll() is not None:
@@ -244,8 +256,16 @@ class Guard:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def query(self, name: str, qtype: str = "A", *, tcp: bool = False, timeout: float = 4.0,
-              host: str | None = None, **make_kw) -> dns.message.Message:  # fmt: skip
+    def query(
+        self,
+        name: str,
+        qtype: str = "A",
+        *,
+        tcp: bool = False,
+        timeout: float = 4.0,
+        host: str | None = None,
+        **make_kw,
+    ) -> dns.message.Message:
         q = dns.message.make_query(name, qtype, **make_kw)
         fn = dns.query.tcp if tcp else dns.query.udp
         return fn(q, host or self.host, port=self.port, timeout=timeout)

@@ -66,8 +66,9 @@ def udp_exchange(data: bytes, addr: tuple[str, int], timeout: float = 3.0, sourc
             return None
 
 
-def query_from(source: str, addr: tuple[str, int], name: str, qtype: str = "A", timeout: float = 3.0,
-               **kw) -> dns.message.Message | None:  # fmt: skip
+def query_from(
+    source: str, addr: tuple[str, int], name: str, qtype: str = "A", timeout: float = 3.0, **kw
+) -> dns.message.Message | None:
     """A dnspython query sent from a chosen loopback address (127.0.0.0/8 is all ours); None on timeout."""
     raw = udp_exchange(dns.message.make_query(name, qtype, **kw).to_wire(), addr, timeout, source)
     return None if raw is None else dns.message.from_wire(raw)
@@ -154,8 +155,9 @@ class EchoUpstream:
     with an SOA. UDP and TCP on the same loopback port; stopped with close().
     """
 
-    def __init__(self, answers: dict[str, str] | None = None, *, default: str | None = None, ttl: int = 300,
-                 port: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, answers: dict[str, str] | None = None, *, default: str | None = None, ttl: int = 300, port: int = 0
+    ) -> None:
         self.answers, self.default, self.ttl = dict(answers or {}), default, ttl
         self.count = 0
         self.silent = False  # a blackhole: read every query, answer none
@@ -297,8 +299,9 @@ class UpstreamProcess:
         import sys
 
         self.default, self.ttl = default, ttl
-        self.proc = subprocess.Popen([sys.executable, __file__, str(port), default, str(ttl)], stdout=subprocess.PIPE,
-                                     text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, str(port), default, str(ttl)], stdout=subprocess.PIPE, text=True
+        )
         line = self.proc.stdout.readline()
         if not line.startswith("ready "):
             self.proc.kill()

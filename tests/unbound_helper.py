@@ -109,8 +109,9 @@ def start_unbound(
     config = tmp_path / "unbound.conf"
     log = tmp_path / "unbound.log"
     config.write_text(
-        unbound_config(tmp_path, port, rpz_zonefile=rpz_zonefile, rpz_primary=rpz_primary,
-                       rpz_name=rpz_name, local_data=local_data)
+        unbound_config(
+            tmp_path, port, rpz_zonefile=rpz_zonefile, rpz_primary=rpz_primary, rpz_name=rpz_name, local_data=local_data
+        )
     )
     checkconf = Path(unbound).with_name("unbound-checkconf")
     if checkconf.exists():

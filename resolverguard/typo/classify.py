@@ -6,15 +6,75 @@ from collections.abc import Iterator
 
 # Keyboard neighbours: the union of QWERTY, QWERTZ and AZERTY (the same maps dnstwist uses).
 _LAYOUTS = (
-    {"1": "2q", "2": "3wq1", "3": "4ew2", "4": "5re3", "5": "6tr4", "6": "7yt5", "7": "8uy6", "8": "9iu7",
-     "9": "0oi8", "0": "po9", "q": "12wa", "w": "3esaq2", "e": "4rdsw3", "r": "5tfde4", "t": "6ygfr5",
-     "y": "7uhgt6", "u": "8ijhy7", "i": "9okju8", "o": "0plki9", "p": "lo0", "a": "qwsz", "s": "edxzaw",
-     "d": "rfcxse", "f": "tgvcdr", "g": "yhbvft", "h": "ujnbgy", "j": "ikmnhu", "k": "olmji", "l": "kop",
-     "z": "asx", "x": "zsdc", "c": "xdfv", "v": "cfgb", "b": "vghn", "n": "bhjm", "m": "njk"},
-    {"6": "7zt5", "7": "8uz6", "t": "6zgfr5", "z": "7uhgt6", "u": "8ijhz7", "a": "qwsy", "s": "edxyaw",
-     "g": "zhbvft", "h": "ujnbgz", "y": "asx", "x": "ysdc"},
-    {"1": "2a", "2": "3za1", "3": "4ez2", "a": "2zq1", "z": "3esqa2", "e": "4rdsz3", "p": "lo0m", "q": "zswa",
-     "s": "edxwqz", "j": "iknhu", "k": "olji", "l": "kopm", "m": "lp", "w": "sxq", "x": "wsdc", "n": "bhj"},
+    {
+        "1": "2q",
+        "2": "3wq1",
+        "3": "4ew2",
+        "4": "5re3",
+        "5": "6tr4",
+        "6": "7yt5",
+        "7": "8uy6",
+        "8": "9iu7",
+        "9": "0oi8",
+        "0": "po9",
+        "q": "12wa",
+        "w": "3esaq2",
+        "e": "4rdsw3",
+        "r": "5tfde4",
+        "t": "6ygfr5",
+        "y": "7uhgt6",
+        "u": "8ijhy7",
+        "i": "9okju8",
+        "o": "0plki9",
+        "p": "lo0",
+        "a": "qwsz",
+        "s": "edxzaw",
+        "d": "rfcxse",
+        "f": "tgvcdr",
+        "g": "yhbvft",
+        "h": "ujnbgy",
+        "j": "ikmnhu",
+        "k": "olmji",
+        "l": "kop",
+        "z": "asx",
+        "x": "zsdc",
+        "c": "xdfv",
+        "v": "cfgb",
+        "b": "vghn",
+        "n": "bhjm",
+        "m": "njk",
+    },
+    {
+        "6": "7zt5",
+        "7": "8uz6",
+        "t": "6zgfr5",
+        "z": "7uhgt6",
+        "u": "8ijhz7",
+        "a": "qwsy",
+        "s": "edxyaw",
+        "g": "zhbvft",
+        "h": "ujnbgz",
+        "y": "asx",
+        "x": "ysdc",
+    },
+    {
+        "1": "2a",
+        "2": "3za1",
+        "3": "4ez2",
+        "a": "2zq1",
+        "z": "3esqa2",
+        "e": "4rdsz3",
+        "p": "lo0m",
+        "q": "zswa",
+        "s": "edxwqz",
+        "j": "iknhu",
+        "k": "olji",
+        "l": "kopm",
+        "m": "lp",
+        "w": "sxq",
+        "x": "wsdc",
+        "n": "bhj",
+    },
 )
 KEYBOARD: dict[str, frozenset[str]] = {}
 for _layout in _LAYOUTS:
@@ -48,7 +108,7 @@ def classify_edit(query: str, protected: str) -> str | None:
         return None
     if n == m + 1:
         i = _first_difference(query, protected)
-        if query[:i] + query[i + 1:] != protected:
+        if query[:i] + query[i + 1 :] != protected:
             return None
         extra = query[i]
         if extra == "-":
@@ -62,7 +122,7 @@ def classify_edit(query: str, protected: str) -> str | None:
         return "insertion"
     if n == m - 1:
         i = _first_difference(query, protected)
-        return "omission" if protected[:i] + protected[i + 1:] == query else None
+        return "omission" if protected[:i] + protected[i + 1 :] == query else None
     return None
 
 

@@ -15,14 +15,24 @@ _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 class OneEdit(LabelFamily):
     """Every ASCII label and its deletions -> ids; a query meets them with itself and its deletions."""
 
-    classes = ("omission", "insertion", "addition", "repetition", "transposition", "replacement", "vowel_swap",
-               "hyphenation", "bitsquatting", "plural")
+    classes = (
+        "omission",
+        "insertion",
+        "addition",
+        "repetition",
+        "transposition",
+        "replacement",
+        "vowel_swap",
+        "hyphenation",
+        "bitsquatting",
+        "plural",
+    )
 
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
         if not text.isascii():
             return
         table = self.tables.setdefault(suffix, {})
-        for key in (text, *sorted({text[:i] + text[i + 1:] for i in range(len(text))})):
+        for key in (text, *sorted({text[:i] + text[i + 1 :] for i in range(len(text))})):
             add_id(table, key, pid)
 
     def finish(self) -> None:
@@ -49,7 +59,7 @@ class OneEdit(LabelFamily):
         start = label.find("es", 3)
         while start != -1:  # plural with "es" after s, x or z: protonsmail -> protonsesmail
             if label[start - 1] in "sxz":
-                base = label[:start] + label[start + 2:]
+                base = label[:start] + label[start + 2 :]
                 for pid in ids(table.get(base)):
                     if labels[pid] == base:
                         return pid, "plural", 2
@@ -59,21 +69,25 @@ class OneEdit(LabelFamily):
     def variants(self, label: str) -> dict[str, set[str]]:
         n = len(label)
         out: dict[str, set[str]] = {c: set() for c in self.classes}
-        out["omission"] = {label[:i] + label[i + 1:] for i in range(n)}
+        out["omission"] = {label[:i] + label[i + 1 :] for i in range(n)}
         out["repetition"] = {label[:i] + c + label[i:] for i, c in enumerate(label)}
-        out["transposition"] = {label[:i] + label[i + 1] + label[i] + label[i + 2:] for i in range(n - 1)}
+        out["transposition"] = {label[:i] + label[i + 1] + label[i] + label[i + 2 :] for i in range(n - 1)}
         out["addition"] = {label + c for c in _ALNUM}
         out["hyphenation"] = {label[:i] + "-" + label[i:] for i in range(1, n)}
-        out["plural"] = {label[:i + 1] + ("es" if label[i] in "sxz" else "s") + label[i + 1:] for i in range(2, n - 2)}
+        out["plural"] = {
+            label[: i + 1] + ("es" if label[i] in "sxz" else "s") + label[i + 1 :] for i in range(2, n - 2)
+        }
         for i, c in enumerate(label):
             near = KEYBOARD.get(c, frozenset())
-            out["replacement"] |= {label[:i] + r + label[i + 1:] for r in near}
+            out["replacement"] |= {label[:i] + r + label[i + 1 :] for r in near}
             if i < n - 1:
-                out["insertion"] |= {label[:i] + r + label[i:] for r in near} | {label[:i + 1] + r + label[i + 1:] for r in near}
+                out["insertion"] |= {label[:i] + r + label[i:] for r in near} | {
+                    label[: i + 1] + r + label[i + 1 :] for r in near
+                }
             if c in VOWELS:
-                out["vowel_swap"] |= {label[:i] + v + label[i + 1:] for v in VOWELS}
+                out["vowel_swap"] |= {label[:i] + v + label[i + 1 :] for v in VOWELS}
             for bit in range(8):
                 flipped = chr(ord(c) ^ (1 << bit))
                 if flipped in _ALNUM or flipped == "-":
-                    out["bitsquatting"].add(label[:i] + flipped + label[i + 1:])
+                    out["bitsquatting"].add(label[:i] + flipped + label[i + 1 :])
         return out

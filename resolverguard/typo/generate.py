@@ -58,8 +58,12 @@ def neighbours(domain: str, tld_list: Iterable[str] | None = None) -> dict[str, 
                 out[typo_class] |= {f"{v}.{suffix}" for v in variants}
             out["dot_insertion"] = {f"{label[:i]}.{label[i:]}.{suffix}" for i in range(1, len(label) - 1)}
             for word in sorted(lists.dictionary_words()):
-                out["dictionary"] |= {f"{label}-{word}.{suffix}", f"{label}{word}.{suffix}",
-                                      f"{word}-{label}.{suffix}", f"{word}{label}.{suffix}"}
+                out["dictionary"] |= {
+                    f"{label}-{word}.{suffix}",
+                    f"{label}{word}.{suffix}",
+                    f"{word}-{label}.{suffix}",
+                    f"{word}{label}.{suffix}",
+                }
         parts = suffix.split(".")
         out["tld_typo"] = {f"{label}.{t}" for t in _tld_typos(suffix)}
         out["tld_swap"] = {f"{label}.{t}" for t in swap_tlds if t != suffix}

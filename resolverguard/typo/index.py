@@ -23,11 +23,30 @@ MAX_LEVELS = 10  # only the rightmost labels of a query are matched: protected n
 MIN_GLUED_LABEL = 3  # rtxsecure.com: the protected part of a label glued to a dictionary word
 # Suffixes only governments, armed forces and schools can register under (gov.au, mil.za, gouv.fr,
 # go.jp, edu.au; and gov, mil, edu, int): a swap into one is a foreign government, not a squatter.
-RESTRICTED_FIRST_LABELS = frozenset({"gov", "mil", "govt", "gouv", "gob", "go", "gv", "gc", "mod", "edu", "army",
-                                     "navy", "airforce", "police", "parliament", "government"})
+RESTRICTED_FIRST_LABELS = frozenset(
+    {
+        "gov",
+        "mil",
+        "govt",
+        "gouv",
+        "gob",
+        "go",
+        "gv",
+        "gc",
+        "mod",
+        "edu",
+        "army",
+        "navy",
+        "airforce",
+        "police",
+        "parliament",
+        "government",
+    }
+)
 RESTRICTED_TLDS = frozenset({"gov", "mil", "edu", "int"})
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
+
 
 def _learnable(label: str) -> bool:
     """True for an LDH label a registry could have delegated (not _dmarc, not a wildcard, not empty)."""
@@ -121,7 +140,7 @@ class TypoGuard:
                 if entry == "mil":
                     known |= lists.mil_second_level()
                 new = {label for label in (learned or {}).get(entry, ()) if label not in known}
-                new = set(sorted(new)[:max(0, learned_mod.MAX_LEARNED - guard._learned_count)])
+                new = set(sorted(new)[: max(0, learned_mod.MAX_LEARNED - guard._learned_count)])
                 if new:
                     guard._learned[entry] = new
                     guard._learned_count += len(new)
@@ -168,13 +187,18 @@ class TypoGuard:
         guard._psl_exceptions = frozenset(r[1:] for r in rules if r.startswith("!"))
         guard._psl_wild = frozenset(r[2:] for r in rules if r.startswith("*."))
         guard._restricted = RESTRICTED_TLDS | frozenset(
-            r for r in rules if "." in r and r[0] not in "*!" and r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS)
+            r for r in rules if "." in r and r[0] not in "*!" and r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS
+        )
         guard._word_heads = frozenset(w[:2] for w in guard._words)
         guard._word_tails = frozenset(w[-2:] for w in guard._words)
         if cache_size > 0:
             guard.find_neighbour = functools.lru_cache(maxsize=cache_size)(guard._find)
-        log.info("typo index built protected=%d suffix_entries=%d families=%s", len(entries),
-                 len(guard._second_level), ",".join(type(f).__name__ for f in families))
+        log.info(
+            "typo index built protected=%d suffix_entries=%d families=%s",
+            len(entries),
+            len(guard._second_level),
+            ",".join(type(f).__name__ for f in families),
+        )
         return guard
 
     @property
@@ -371,7 +395,7 @@ class TypoGuard:
             if labels[i] not in first_labels:
                 continue
             for j in range(i + 2, min(i + 5, ps) + 1):
-                inner = ".".join(labels[i + 1:j])
+                inner = ".".join(labels[i + 1 : j])
                 candidate = labels[i] + "." + inner
                 if candidate in self._domains or labels[i] in self._second_level.get(inner, ()):
                     return parents[i], candidate, "combo", len(parents[i]) - len(candidate)

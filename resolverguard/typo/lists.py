@@ -105,8 +105,14 @@ def hsts_preload_domains() -> frozenset[str]:
         log.warning("hstspreload layout changed: its domains are not used as established")
         return frozenset()
     data = resources.files("hstspreload").joinpath("hstspreload.bin").read_bytes()
-    hosts = [label.decode("ascii", "replace") for layer in table for info in layer if info is not None
-             for leaf, _, label in entries(data[info[0]:info[0] + info[1]]) if leaf]  # fmt: skip
+    hosts = [
+        label.decode("ascii", "replace")
+        for layer in table
+        for info in layer
+        if info is not None
+        for leaf, _, label in entries(data[info[0] : info[0] + info[1]])
+        if leaf
+    ]
     return _valid_names(hosts)
 
 

@@ -8,8 +8,20 @@ from rapidfuzz.distance import Levenshtein
 from resolverguard.typo import skeleton
 from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, first_id
 
-_ASCII_LOOKALIKES = (("o", "0"), ("0", "o"), ("l", "1"), ("1", "l"), ("i", "1"), ("l", "i"), ("i", "l"),
-                     ("m", "rn"), ("rn", "m"), ("w", "vv"), ("d", "cl"), ("cl", "d"))
+_ASCII_LOOKALIKES = (
+    ("o", "0"),
+    ("0", "o"),
+    ("l", "1"),
+    ("1", "l"),
+    ("i", "1"),
+    ("l", "i"),
+    ("i", "l"),
+    ("m", "rn"),
+    ("rn", "m"),
+    ("w", "vv"),
+    ("d", "cl"),
+    ("cl", "d"),
+)
 _CYRILLIC = {"a": "а", "c": "с", "e": "е", "i": "і", "j": "ј", "o": "о", "p": "р", "s": "ѕ", "x": "х", "y": "у"}
 
 
@@ -51,8 +63,10 @@ class LookAlikes(LabelFamily):
                 for key in keys_now:
                     add_id(table, key, pid)
             if step < 2:
-                steps = [(suffix, pid, [r for key in keys_now for r in skeleton.rewrites(key, rules)])
-                         for suffix, pid, keys_now in steps]  # fmt: skip
+                steps = [
+                    (suffix, pid, [r for key in keys_now for r in skeleton.rewrites(key, rules)])
+                    for suffix, pid, keys_now in steps
+                ]
         self._pending = []
         self.tables = {s: (self._loose.get(s), self._strong.get(s)) for s in {*self._loose, *self._strong}}
 
@@ -81,11 +95,11 @@ class LookAlikes(LabelFamily):
         out: dict[str, set[str]] = {"homoglyph": set(), "idn_homoglyph": set()}
         for i, c in enumerate(label):
             if c in _CYRILLIC:
-                out["idn_homoglyph"].add(_punycode(label[:i] + _CYRILLIC[c] + label[i + 1:]))
+                out["idn_homoglyph"].add(_punycode(label[:i] + _CYRILLIC[c] + label[i + 1 :]))
         for old, new in _ASCII_LOOKALIKES:
             start = label.find(old)
             while start != -1:
-                out["homoglyph"].add(label[:start] + new + label[start + len(old):])
+                out["homoglyph"].add(label[:start] + new + label[start + len(old) :])
                 start = label.find(old, start + 1)
         whole = "".join(_CYRILLIC.get(c, c) for c in label)
         if all(c != w for c, w in zip(label, whole)):

@@ -54,6 +54,6 @@ class TypoMatch:
         neighbour = self.neighbour
         room = _DESCRIBE_LIMIT - len(tail)
         if len(neighbour) > room:
-            neighbour = "..." + neighbour[-(room - 3):]
+            neighbour = "..." + neighbour[-(room - 3) :]
         text = neighbour + tail
         return text.encode("ascii", "backslashreplace").decode("ascii")[:_DESCRIBE_LIMIT]

@@ -8,8 +8,16 @@ from resolverguard.typo.family import Hit, LabelFamily
 
 # Each digit's spellings, and the sound-alike words squatters use for it (for/4, to/2, won/1, ate/8).
 WORDS: dict[str, tuple[str, ...]] = {
-    "0": ("zero",), "1": ("one", "won"), "2": ("two", "to", "too"), "3": ("three",), "4": ("four", "for"),
-    "5": ("five",), "6": ("six",), "7": ("seven",), "8": ("eight", "ate"), "9": ("nine",),
+    "0": ("zero",),
+    "1": ("one", "won"),
+    "2": ("two", "to", "too"),
+    "3": ("three",),
+    "4": ("four", "for"),
+    "5": ("five",),
+    "6": ("six",),
+    "7": ("seven",),
+    "8": ("eight", "ate"),
+    "9": ("nine",),
 }
 _DIGIT_OF = {word: digit for digit, words in WORDS.items() for word in words}
 MAX_VARIANTS = 64  # a label with many digits gets the single swaps and the all-at-once forms only
@@ -21,13 +29,13 @@ def variants(label: str) -> set[str]:
     digits = [i for i, c in enumerate(label) if c.isdigit()]
     for i in digits:
         for word in WORDS[label[i]]:
-            out.add(label[:i] + word + label[i + 1:])
+            out.add(label[:i] + word + label[i + 1 :])
     if len(digits) > 1:
         out.add("".join(WORDS[c][0] if c.isdigit() else c for c in label))
     for word, digit in _DIGIT_OF.items():
         start = label.find(word)
         while start != -1 and len(out) < MAX_VARIANTS:
-            out.add(label[:start] + digit + label[start + len(word):])
+            out.add(label[:start] + digit + label[start + len(word) :])
             start = label.find(word, start + 1)
     out.discard(label)
     return {v for v in out if v and v[0] != "-" and v[-1] != "-" and len(v) <= 63}

@@ -23,15 +23,21 @@ class TwoEdits(LabelFamily):
         if not text.isascii() or len(text) < TWO_EDIT_LENGTH:
             return
         table, longest = self.tables.get(suffix, ({}, 0))
-        keys = {text, *(text[:i] + text[i + 1:] for i in range(len(text))), *map("".join, combinations(text, len(text) - 2))}
+        keys = {
+            text,
+            *(text[:i] + text[i + 1 :] for i in range(len(text))),
+            *map("".join, combinations(text, len(text) - 2)),
+        }
         for key in sorted(keys):
             add_id(table, key, pid)
         self.tables[suffix] = table, max(longest, len(text))
 
     def finish(self) -> None:
         """Add the compiled prefilter of each suffix's keys (None without it): (index, longest, prefilter)."""
-        self.tables = {s: (index, longest, family.prefilter(index, self.compiled))
-                       for s, (index, longest, *_) in self.tables.items()}  # fmt: skip
+        self.tables = {
+            s: (index, longest, family.prefilter(index, self.compiled))
+            for s, (index, longest, *_) in self.tables.items()
+        }
 
     def match(self, table: tuple, label: str, keys: list[str] | None, labels: list[str]) -> Hit | None:
         """The query's own 2-deletions can only meet the index when it is 8+ long; shorter queries probe
@@ -40,8 +46,11 @@ class TwoEdits(LabelFamily):
         index, longest, prefilter = table
         if not TWO_EDIT_LENGTH - 2 <= len(label) <= longest + 2:
             return None
-        if prefilter is not None and label.isascii() and not prefilter.any_deletions(
-                label, 2 if len(label) >= TWO_EDIT_LENGTH else 1):
+        if (
+            prefilter is not None
+            and label.isascii()
+            and not prefilter.any_deletions(label, 2 if len(label) >= TWO_EDIT_LENGTH else 1)
+        ):
             return None
         if keys is None:
             keys = deletions1(label)

@@ -15,24 +15,28 @@ PROTECT = ["--protect", "army.mil", "--protect", "gmail.com", "--protect", "payp
 
 def _run(tmp_path, *argv: str) -> subprocess.CompletedProcess:
     (tmp_path / "zones").mkdir(exist_ok=True)  # the default zones dir exists: no warning on stderr
-    return subprocess.run([sys.executable, "-m", "resolverguard", *argv], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "resolverguard", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
 
 
 def _check(tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
     return _run(tmp_path, "check", *PROTECT, *extra, "--", name)
 
 
-@pytest.mark.parametrize(("name", "protected", "typo_class"), [
-    ("army.ml", "army.mil", "tld_typo"),
-    ("mail.army.ml", "army.mil", "tld_typo"),
-    ("arny.mil", "army.mil", "replacement"),
-    ("gmial.com", "gmail.com", "transposition"),
-    ("GMIAL.COM.", "gmail.com", "transposition"),  # case and the trailing dot do not matter
-    ("p\u0430ypal.com", "paypal.com", "idn_homoglyph"),  # typed in Unicode: IDNA-encoded first
-    ("xn--pypal-4ve.com", "paypal.com", "idn_homoglyph"),
-    ("_dmarc.gmial.com", "gmail.com", "transposition"),  # labels a query may carry but a hostname may not
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "protected", "typo_class"),
+    [
+        ("army.ml", "army.mil", "tld_typo"),
+        ("mail.army.ml", "army.mil", "tld_typo"),
+        ("arny.mil", "army.mil", "replacement"),
+        ("gmial.com", "gmail.com", "transposition"),
+        ("GMIAL.COM.", "gmail.com", "transposition"),  # case and the trailing dot do not matter
+        ("p\u0430ypal.com", "paypal.com", "idn_homoglyph"),  # typed in Unicode: IDNA-encoded first
+        ("xn--pypal-4ve.com", "paypal.com", "idn_homoglyph"),
+        ("_dmarc.gmial.com", "gmail.com", "transposition"),  # labels a query may carry but a hostname may not
+    ],
+)
 def test_check_blocked_exits_1_with_json_verdict(tmp_path, name, protected, typo_class):
     out = _check(tmp_path, name, "--json")
     assert out.returncode == 1, out.stderr
@@ -89,16 +93,19 @@ def test_check_allow_list(tmp_path):
     assert out.returncode == 0
 
 
-@pytest.mark.parametrize("name", [
-    "",  # empty
-    "   ",
-    "a" * 300,  # one label over 63 octets
-    ".".join(["a" * 60] * 5),  # a name over 255 octets
-    "a..b",  # an empty label
-    "\u2603.com",  # a snowman: not IDNA
-    "ab\u200d.com",  # a joiner where IDNA forbids it
-    "x y.com",  # words, not a name
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",  # empty
+        "   ",
+        "a" * 300,  # one label over 63 octets
+        ".".join(["a" * 60] * 5),  # a name over 255 octets
+        "a..b",  # an empty label
+        "\u2603.com",  # a snowman: not IDNA
+        "ab\u200d.com",  # a joiner where IDNA forbids it
+        "x y.com",  # words, not a name
+    ],
+)
 def test_check_garbage_is_one_line_exit_2(tmp_path, name):
     out = _check(tmp_path, name)
     assert out.returncode == 2, (out.stdout, out.stderr)

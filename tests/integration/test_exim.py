@@ -64,8 +64,13 @@ begin retry
 """)
 
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        done = subprocess.run([*self.net.exec_prefix(), self.exim, "-C", str(self.config), *args], input=stdin,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [*self.net.exec_prefix(), self.exim, "-C", str(self.config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if check:
             assert done.returncode == 0, f"exim {args}: {done.stdout}{done.stderr}"
         return done.stdout + done.stderr
@@ -96,8 +101,9 @@ def test_real_exim_routes_army_ml_to_the_sink_and_gets_the_suggestion(exim, tmp_
     config = tmp_path / "guard.toml"
     guard_config(config, net.dns.port, "reject")
     monkeypatch.setattr(fakes, "GUARD_CMD", [*net.exec_prefix(), *fakes.GUARD_CMD])
-    guard = fakes.Guard(["-c", str(config), "--zones", str(tmp_path), "--events", str(tmp_path / "events.jsonl")],
-                        cwd=tmp_path)  # fmt: skip
+    guard = fakes.Guard(
+        ["-c", str(config), "--zones", str(tmp_path), "--events", str(tmp_path / "events.jsonl")], cwd=tmp_path
+    )
     try:
         routed = exim.run("-bt", "user@army.ml")
         assert re.search(rf"host sink\.resolverguard\.internal\s+\[{re.escape(SINK)}\]", routed), routed

@@ -83,8 +83,12 @@ CRAFTED = [  # (label, datagram, expected rcode or None for "no reply", malforme
     ("opcode NOTIFY", with_opcode(q(), 4), dns.rcode.NOTIMP, "notimp"),
     ("opcode UPDATE", with_opcode(q(), 5), dns.rcode.NOTIMP, "notimp"),
     ("opcode 15", with_opcode(q(), 15), dns.rcode.NOTIMP, "notimp"),
-    ("a response sent as a query", dns.message.make_response(dns.message.make_query("ok.example", "A")).to_wire(),
-     None, "response"),  # fmt: skip
+    (
+        "a response sent as a query",
+        dns.message.make_response(dns.message.make_query("ok.example", "A")).to_wire(),
+        None,
+        "response",
+    ),
     ("a NOTIFY response", with_opcode(q(), 4, qr=True), None, "response"),
 ]
 # A block is decided and rendered from the header and question alone: junk after them changes nothing.
@@ -185,7 +189,6 @@ def read_frame(s: socket.socket) -> bytes | None:
     if head is None:
         return None
     return recv_exact(s, struct.unpack("!H", head)[0])
-
 
 
 def connect(guard) -> socket.socket:

@@ -59,9 +59,11 @@ def moved(before: dict[Key, float], after: dict[Key, float]) -> dict[Key, float]
     def value(v: float) -> float:  # NaN: not known yet (resolverguard_upstream_up before the first exchange)
         return 0.0 if math.isnan(v) else v
 
-    return {k: value(after[k]) - value(before.get(k, 0.0)) for k in after
-            if not k[0].endswith(skip) and not k[0].startswith("process_")
-            and value(after[k]) != value(before.get(k, 0.0))}  # fmt: skip
+    return {
+        k: value(after[k]) - value(before.get(k, 0.0))
+        for k in after
+        if not k[0].endswith(skip) and not k[0].startswith("process_") and value(after[k]) != value(before.get(k, 0.0))
+    }
 
 
 class Probe:
@@ -163,14 +165,25 @@ def test_known_series_exist_at_zero_before_any_query(upstream, start_guard, zone
     ]
     zero += [key("resolverguard_responses_total", outcome=o, rcode=r) for o in OUTCOMES for r in RCODES]
     zero += [key("resolverguard_request_duration_seconds_count", outcome=o) for o in OUTCOMES]
-    zero += [key("resolverguard_queries_total", transport=t, qtype=q)
-             for t in TRANSPORTS for q in (*QTYPES.values(), "other")]  # fmt: skip
+    zero += [
+        key("resolverguard_queries_total", transport=t, qtype=q)
+        for t in TRANSPORTS
+        for q in (*QTYPES.values(), "other")
+    ]
     logged = [c for c, p in DEFAULT_POLICY.items() if p == "log-only"]  # count as would-block, the others as blocks
-    zero += [key("resolverguard_typo_blocks_total", protected_domain=d, typo_class=c, action="nxdomain", qtype=q)
-             for d in ("army.mil", "gmail.com") for c in TYPO_CLASSES if c not in logged
-             for q in ("A", "AAAA", "MX")]  # fmt: skip
-    zero += [key("resolverguard_typo_would_block_total", protected_domain=d, typo_class=c, qtype=q)
-             for d in ("army.mil", "gmail.com") for c in logged for q in ("A", "AAAA", "MX")]  # fmt: skip
+    zero += [
+        key("resolverguard_typo_blocks_total", protected_domain=d, typo_class=c, action="nxdomain", qtype=q)
+        for d in ("army.mil", "gmail.com")
+        for c in TYPO_CLASSES
+        if c not in logged
+        for q in ("A", "AAAA", "MX")
+    ]
+    zero += [
+        key("resolverguard_typo_would_block_total", protected_domain=d, typo_class=c, qtype=q)
+        for d in ("army.mil", "gmail.com")
+        for c in logged
+        for q in ("A", "AAAA", "MX")
+    ]
     zero += [key("resolverguard_malformed_total", kind=k) for k in MALFORMED]
     zero += [key("resolverguard_upstream_errors_total", upstream=up, kind=k) for k in UPSTREAM_ERRORS]
     zero += [

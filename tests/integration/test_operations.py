@@ -102,8 +102,12 @@ def test_the_units_exact_exec_start_serves_ipv4_and_ipv6_on_one_port(tmp_path):
     try:
         guard.wait_for("started version")
         assert "listening address=0.0.0.0" in guard_output(guard) and "listening address=::" in guard_output(guard)
-        done = subprocess.run([nsenter, f"--net=/proc/{guard.proc.pid}/ns/net", sys.executable, "-c", QUERY_BOTH,
-                               str(port)], capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [nsenter, f"--net=/proc/{guard.proc.pid}/ns/net", sys.executable, "-c", QUERY_BOTH, str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         assert set(json.loads(done.stdout).values()) == {"NXDOMAIN"}, done.stdout
         events = tmp_path / "log" / "blocks.jsonl"  # the unit's --events, under its LogsDirectory=
@@ -112,7 +116,8 @@ def test_the_units_exact_exec_start_serves_ipv4_and_ipv6_on_one_port(tmp_path):
             assert time.monotonic() < deadline, guard_output(guard)
             time.sleep(0.05)
         assert {(e["qname"], e["protected"], e["class"]) for e in event_lines(events)} == {
-            ("army.ml", "army.mil", "tld_typo")}
+            ("army.ml", "army.mil", "tld_typo")
+        }
     finally:
         assert guard.stop() == 0, guard_output(guard)
 
@@ -211,8 +216,10 @@ def test_lint_and_export_errors_exit_2(tmp_path):
     (zones / "10-bad.rpz").write_text("$TTL 300\n@ SOA ns. host. 1 3600 600 86400 60\n@ NS ns.\nx CNAME\n")
     one_line_exit_2(run("lint", "--zones", "zones", cwd=tmp_path), "10-bad.rpz:4")
     (zones / "10-bad.rpz").unlink()
-    one_line_exit_2(run("export-rpz", "--zones", "zones", "-o", "/nonexistent/dir/x.rpz", cwd=tmp_path),
-                    "cannot write /nonexistent/dir/x.rpz.tmp: No such file or directory")  # fmt: skip
+    one_line_exit_2(
+        run("export-rpz", "--zones", "zones", "-o", "/nonexistent/dir/x.rpz", cwd=tmp_path),
+        "cannot write /nonexistent/dir/x.rpz.tmp: No such file or directory",
+    )
 
 
 def test_a_closed_pipe_is_no_traceback(tmp_path):
@@ -220,8 +227,14 @@ def test_a_closed_pipe_is_no_traceback(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        done = subprocess.run([*GUARD_CMD, "neighbours", "--json", "gmail.com"], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+        done = subprocess.run(
+            [*GUARD_CMD, "neighbours", "--json", "gmail.com"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
     finally:
         os.close(write_end)
     assert done.stderr == "" and done.returncode == 128 + signal.SIGPIPE, done.stderr
@@ -235,30 +248,64 @@ def test_start_up_errors_say_which_listener_and_why(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        one_line_exit_2(run(*serve, "--listen", f"127.0.0.1:{port}", cwd=tmp_path),
-                        f"cannot listen for DNS on 127.0.0.1:{port} (UDP and TCP): port in use")  # fmt: skip
+        one_line_exit_2(
+            run(*serve, "--listen", f"127.0.0.1:{port}", cwd=tmp_path),
+            f"cannot listen for DNS on 127.0.0.1:{port} (UDP and TCP): port in use",
+        )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        one_line_exit_2(run(*serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path),
-                        f"cannot listen for /metrics on 127.0.0.1:{port}: port in use")  # fmt: skip
-    one_line_exit_2(run("serve", "--zones", "zones", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0",
-                        "--events", str(tmp_path / "no" / "events.jsonl"), cwd=tmp_path),
-                    "cannot open the events file", "No such file or directory")  # fmt: skip
+        one_line_exit_2(
+            run(*serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path),
+            f"cannot listen for /metrics on 127.0.0.1:{port}: port in use",
+        )
+    one_line_exit_2(
+        run(
+            "serve",
+            "--zones",
+            "zones",
+            "--upstream",
+            "127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--events",
+            str(tmp_path / "no" / "events.jsonl"),
+            cwd=tmp_path,
+        ),
+        "cannot open the events file",
+        "No such file or directory",
+    )
     one_line_exit_2(run(*serve, "--listen", "::1:53", cwd=tmp_path), "ambiguous address '::1:53': write [::1]:53")
 
 
 # ---------------------------------------------------------------- 5. an upstream that is the guard itself
 
 
-@pytest.mark.parametrize("listen, upstream", [("127.0.0.1:{p}", "127.0.0.1:{p}"), ("0.0.0.0:{p}", "127.0.0.1:{p}"),
-                                              ("[::]:{p}", "[::1]:{p}"), ("[::1]:{p}", "[::1]:{p}")])  # fmt: skip
+@pytest.mark.parametrize(
+    "listen, upstream",
+    [
+        ("127.0.0.1:{p}", "127.0.0.1:{p}"),
+        ("0.0.0.0:{p}", "127.0.0.1:{p}"),
+        ("[::]:{p}", "[::1]:{p}"),
+        ("[::1]:{p}", "[::1]:{p}"),
+    ],
+)
 def test_an_upstream_that_is_our_own_listen_address_is_refused(tmp_path, listen, upstream):
     zones_with(tmp_path)
     port = free_port()
-    done = run("serve", "--zones", "zones", "--events", "", "--listen", listen.format(p=port), "--upstream",
-               upstream.format(p=port), cwd=tmp_path)  # fmt: skip
+    done = run(
+        "serve",
+        "--zones",
+        "zones",
+        "--events",
+        "",
+        "--listen",
+        listen.format(p=port),
+        "--upstream",
+        upstream.format(p=port),
+        cwd=tmp_path,
+    )
     one_line_exit_2(done, f"upstream {upstream.format(p=port)} is this guard's own listen address", "forwarding loop")
 
 
@@ -275,8 +322,19 @@ def test_other_upstreams_are_no_loop():
 
 def test_a_flag_that_replaces_a_config_key_is_a_warning(tmp_path):
     etc = etc_tree(tmp_path, 'upstreams = ["127.0.0.1:9"]\n\n[log]\nevents = "from-file.jsonl"\n')
-    guard = Process([*GUARD_CMD, "serve", "--config", str(etc / "guard.toml"), "--listen", "127.0.0.1:0",
-                     "--events", str(tmp_path / "from-flag.jsonl")], cwd=tmp_path)  # fmt: skip
+    guard = Process(
+        [
+            *GUARD_CMD,
+            "serve",
+            "--config",
+            str(etc / "guard.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--events",
+            str(tmp_path / "from-flag.jsonl"),
+        ],
+        cwd=tmp_path,
+    )
     try:
         guard.wait_for("started version")
         warning = [line for line in guard.lines if "level=WARNING" in line and "flag wins" in line]
@@ -291,8 +349,21 @@ def test_logrotate_with_the_shipped_snippet_starts_a_new_events_file(tmp_path):
     log = tmp_path / "log"
     log.mkdir(mode=0o750)
     events = log / "blocks.jsonl"
-    guard = Process([*GUARD_CMD, "serve", "--zones", "zones", "--upstream", "127.0.0.1:9", "--listen",
-                     "127.0.0.1:0", "--events", str(events)], cwd=tmp_path)  # fmt: skip
+    guard = Process(
+        [
+            *GUARD_CMD,
+            "serve",
+            "--zones",
+            "zones",
+            "--upstream",
+            "127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--events",
+            str(events),
+        ],
+        cwd=tmp_path,
+    )
     try:
         guard.wait_for("started version")
         port = int(re.search(r"listening address=127.0.0.1 port=(\d+)", guard_output(guard))[1])
@@ -312,8 +383,12 @@ def test_logrotate_with_the_shipped_snippet_starts_a_new_events_file(tmp_path):
         snippet = snippet.replace("systemctl kill --signal=HUP resolverguard.service", f"kill -HUP {guard.proc.pid}")
         assert f"kill -HUP {guard.proc.pid}" in snippet
         (tmp_path / "logrotate.conf").write_text(snippet)
-        done = subprocess.run([logrotate, "--force", "--state", str(tmp_path / "state"), str(tmp_path / "logrotate.conf")],
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [logrotate, "--force", "--state", str(tmp_path / "state"), str(tmp_path / "logrotate.conf")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         rotated = log / "blocks.jsonl.1"  # delaycompress: the newest rotation stays plain text
         assert [e["qname"] for e in event_lines(rotated)] == ["army.ml"]
@@ -345,8 +420,9 @@ def test_config_edits_by_rename_and_in_place_are_all_seen(tmp_path, upstream, st
             time.sleep(0.1)
 
     assert blocked("amry.mil") and not blocked("gmial.com")
-    for step, (domain, neighbour) in enumerate([("gmail.com", "gmial.com"), ("outlook.com", "outlok.com"),
-                                                ("example-bank.org", "exmaple-bank.org")]):  # fmt: skip
+    for step, (domain, neighbour) in enumerate(
+        [("gmail.com", "gmial.com"), ("outlook.com", "outlok.com"), ("example-bank.org", "exmaple-bank.org")]
+    ):
         if step < 2:  # by rename, twice: the second edit is the one a watch on the file itself misses
             subprocess.run([sed, "-i", f's/\\]$/, "{domain}"]/', str(config)], check=True, timeout=30)
         else:  # in place: same inode
@@ -380,7 +456,9 @@ def test_metrics_have_no_created_series_keep_process_ones_and_grow_as_the_readme
     stated = re.search(r"Each protected entry adds (\d+) series", (ROOT / "README.md").read_text())
     assert stated, "README: no series count per protected entry"
     assert len(one_more) - len(shipped) == int(stated[1])
-    total = re.search(r"shipped defaults \(5 entries, one upstream\) expose (\d+) series", (ROOT / "README.md").read_text())
+    total = re.search(
+        r"shipped defaults \(5 entries, one upstream\) expose (\d+) series", (ROOT / "README.md").read_text()
+    )
     assert total and int(total[1]) == len(shipped), len(shipped)
 
 

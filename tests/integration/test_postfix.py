@@ -90,8 +90,9 @@ biff = no
         poll(self.pidfile.exists, "the Postfix master pid file", 30)
 
     def run(self, *argv: str, stdin: str | None = None) -> str:
-        done = subprocess.run([*self.net.exec_prefix(), *argv], input=stdin, capture_output=True, text=True,
-                              env=self.env, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [*self.net.exec_prefix(), *argv], input=stdin, capture_output=True, text=True, env=self.env, timeout=60
+        )
         assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
         return done.stdout
 
@@ -111,8 +112,12 @@ biff = no
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        subprocess.run([*self.net.exec_prefix(), self.postfix, "-c", str(self.etc), "stop"], env=self.env,
-                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            [*self.net.exec_prefix(), self.postfix, "-c", str(self.etc), "stop"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+        )
         if self.pidfile.exists():  # stop did not finish: the master by its PID
             try:
                 os.kill(int(self.pidfile.read_text().split()[0]), signal.SIGTERM)
@@ -131,8 +136,9 @@ def test_real_postfix_delivers_army_mil_and_bounces_army_ml_with_a_suggestion(ma
     config = tmp_path / "guard.toml"
     guard_config(config, mailnet.dns.port, "reject")
     monkeypatch.setattr(fakes, "GUARD_CMD", [*mailnet.exec_prefix(), *fakes.GUARD_CMD])
-    guard = fakes.Guard(["-c", str(config), "--zones", str(tmp_path), "--events", str(tmp_path / "events.jsonl")],
-                        cwd=tmp_path)  # fmt: skip
+    guard = fakes.Guard(
+        ["-c", str(config), "--zones", str(tmp_path), "--events", str(tmp_path / "events.jsonl")], cwd=tmp_path
+    )
     postfix = None
     try:
         assert "smtp sink listening address=127.0.0.2 port=25" in guard.output()

@@ -63,7 +63,9 @@ def test_unit_file_passes_systemd_analyze(tmp_path):
     analyze = require_program("systemd-analyze")
     # verify checks that ExecStart exists: point it at this interpreter for the check
     unit = tmp_path / "resolverguard.service"
-    unit.write_text(UNIT.read_text().replace("/opt/resolverguard/bin/resolverguard", f"{sys.executable} -m resolverguard"))
+    unit.write_text(
+        UNIT.read_text().replace("/opt/resolverguard/bin/resolverguard", f"{sys.executable} -m resolverguard")
+    )
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     sec = subprocess.run([analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True, timeout=60)
@@ -99,15 +101,42 @@ def test_runs_as_nobody_with_only_net_bind_service_on_a_low_port():
         zones.mkdir(mode=0o755)
         python = top / "py" / Path(sys.executable).relative_to(sys.prefix)
         port = low_port()
-        drop = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs",
-                "--inh-caps=-all,+net_bind_service", "--ambient-caps=-all,+net_bind_service",
-                "--bounding-set=-all,+net_bind_service"]  # fmt: skip
-        serve = [str(python), "-m", "resolverguard", "serve", "--listen", f"127.0.0.1:{port}", "--upstream",
-                 "127.0.0.1:9", "--zones", str(zones), "--protect", "army.mil", "--events", ""]  # fmt: skip
+        drop = [
+            setpriv,
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all,+net_bind_service",
+            "--ambient-caps=-all,+net_bind_service",
+            "--bounding-set=-all,+net_bind_service",
+        ]
+        serve = [
+            str(python),
+            "-m",
+            "resolverguard",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            "127.0.0.1:9",
+            "--zones",
+            str(zones),
+            "--protect",
+            "army.mil",
+            "--events",
+            "",
+        ]
         script = f'mount --bind "{sys.prefix}" "{top / "py"}" && exec "$@"'
         env = {**os.environ, "LD_LIBRARY_PATH": str(top / "py" / "lib"), "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([unshare, "--mount", "sh", "-c", script, "sh", *drop, *serve], env=env, cwd=top,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [unshare, "--mount", "sh", "-c", script, "sh", *drop, *serve],
+            env=env,
+            cwd=top,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             lines = []
             deadline = time.monotonic() + 20

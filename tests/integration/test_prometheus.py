@@ -153,18 +153,29 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rule_file)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
-        }))  # fmt: skip
+        config.write_text(
+            json.dumps(
+                {  # JSON is YAML
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(rule_file)],
+                    "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+                }
+            )
+        )
         self.log = workdir / "prometheus.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-            )  # fmt: skip
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
         self.wait(lambda: http_get(f"{self.url}/-/ready", 1).strip() != "", 20, "ready")
 
     def output(self) -> str:
@@ -233,8 +244,19 @@ def test_dashboard_and_alert_queries_return_data_from_a_real_prometheus(upstream
     metrics_port = free_port()
     config = tmp_path / "guard.toml"  # the SMTP sink on: its panel and alert read its series too
     config.write_text(f'[smtp_sink]\nlisten = ["127.0.0.1:{free_port()}"]\n')
-    guard = start_guard("--config", str(config), "--upstream", upstream.address, "--metrics",
-                        f"127.0.0.1:{metrics_port}", "--protect", "army.mil", "--protect", "gmail.com", zones=zones)  # fmt: skip
+    guard = start_guard(
+        "--config",
+        str(config),
+        "--upstream",
+        upstream.address,
+        "--metrics",
+        f"127.0.0.1:{metrics_port}",
+        "--protect",
+        "army.mil",
+        "--protect",
+        "gmail.com",
+        zones=zones,
+    )
     target = f"127.0.0.1:{metrics_port}"
     metrics_text = http_get(f"http://{target}/metrics")
 
@@ -254,14 +276,19 @@ def test_dashboard_and_alert_queries_return_data_from_a_real_prometheus(upstream
         prom.wait(lambda: prom.query(f'resolverguard_build_info{{job="{JOB}"}}'), 15, "the first scrape")
 
         for name, qtype, rcode in [
-            ("army.mil", "A", dns.rcode.NOERROR), ("army.mil", "A", dns.rcode.NOERROR),  # forwarded, cached
-            ("army.mil", "MX", dns.rcode.NOERROR), ("army.mil", "MX", dns.rcode.NOERROR),
-            ("mail.com", "A", dns.rcode.NOERROR), ("mail.com", "A", dns.rcode.NOERROR),  # near gmail.com, allowed
-            ("army.ml", "MX", dns.rcode.NXDOMAIN), ("gmial.com", "A", dns.rcode.NXDOMAIN),  # typo-neighbours
-            ("mail.army.ml", "A", dns.rcode.NXDOMAIN), ("army.ml", "MX", dns.rcode.NXDOMAIN),
+            ("army.mil", "A", dns.rcode.NOERROR),
+            ("army.mil", "A", dns.rcode.NOERROR),  # forwarded, cached
+            ("army.mil", "MX", dns.rcode.NOERROR),
+            ("army.mil", "MX", dns.rcode.NOERROR),
+            ("mail.com", "A", dns.rcode.NOERROR),
+            ("mail.com", "A", dns.rcode.NOERROR),  # near gmail.com, allowed
+            ("army.ml", "MX", dns.rcode.NXDOMAIN),
+            ("gmial.com", "A", dns.rcode.NXDOMAIN),  # typo-neighbours
+            ("mail.army.ml", "A", dns.rcode.NXDOMAIN),
+            ("army.ml", "MX", dns.rcode.NXDOMAIN),
             ("nothing.example", "A", dns.rcode.NXDOMAIN),  # NXDOMAIN from the upstream
             ("phish.example", "A", dns.rcode.NXDOMAIN),  # override rule
-        ]:  # fmt: skip
+        ]:
             assert guard.query(name, qtype).rcode() == rcode, (name, qtype)
 
         # The blocks reached Prometheus, and the alert for them fires (for: 0s, evaluated every second).

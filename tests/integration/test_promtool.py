@@ -159,8 +159,12 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
 
 def scrape_typo_blocks(url: str) -> dict[tuple, float]:
     text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == "resolverguard_typo_blocks_total"}  # fmt: skip
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "resolverguard_typo_blocks_total"
+    }
 
 
 def series_line(labels: tuple, values: str) -> str:
@@ -169,14 +173,18 @@ def series_line(labels: tuple, values: str) -> str:
 
 
 def expected_alert(entry: str, typo_class: str) -> str:
-    description = (f"mx1:9153 blocked lookups of names that resemble {entry} (typo class {typo_class}): about 1 in 5 "
-                   "minutes. A mail was probably addressed to a mistyped domain. protected_domain is the entry as "
-                   "configured (mil for navy.mil); the block event log (one JSON line per lookup) has the qname, "
-                   "the protected domain and the client.")  # fmt: skip
-    return (f"          - exp_labels: {{severity: warning, job: resolverguard, instance: 'mx1:9153', "
-            f"protected_domain: '{entry}', typo_class: {typo_class}}}\n"
-            f"            exp_annotations:\n              summary: 'Lookup of a typo-neighbour of {entry} blocked'\n"
-            f"              description: '{description}'\n")  # fmt: skip
+    description = (
+        f"mx1:9153 blocked lookups of names that resemble {entry} (typo class {typo_class}): about 1 in 5 "
+        "minutes. A mail was probably addressed to a mistyped domain. protected_domain is the entry as "
+        "configured (mil for navy.mil); the block event log (one JSON line per lookup) has the qname, "
+        "the protected domain and the client."
+    )
+    return (
+        f"          - exp_labels: {{severity: warning, job: resolverguard, instance: 'mx1:9153', "
+        f"protected_domain: '{entry}', typo_class: {typo_class}}}\n"
+        f"            exp_annotations:\n              summary: 'Lookup of a typo-neighbour of {entry} blocked'\n"
+        f"              description: '{description}'\n"
+    )
 
 
 @pytest.mark.parametrize("domains", [0, 200], ids=["tld_entry", "200_domains"])
@@ -210,11 +218,16 @@ def test_the_first_block_fires_the_alert_from_the_series_a_guard_exposes(tmp_pat
         if dict(labels)["protected_domain"] in entries:  # the alert groups by entry: the others cannot matter
             old = "_" if labels not in before else f"{before[labels]:g}"
             lines.append(series_line(labels, " ".join([old] * 3 + [f"{after[labels]:g}"] * 8)))
-    expected = "".join(expected_alert(dict(k)["protected_domain"], dict(k)["typo_class"])
-                       for k in sorted(grown, key=lambda k: dict(k)["protected_domain"]))  # fmt: skip
-    tests = ("rule_files: [alerts.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
-             + "".join(lines) + "    alert_rule_test:\n      - eval_time: 5m\n"
-             "        alertname: ResolverGuardTypoLookupBlocked\n        exp_alerts:\n" + expected)  # fmt: skip
+    expected = "".join(
+        expected_alert(dict(k)["protected_domain"], dict(k)["typo_class"])
+        for k in sorted(grown, key=lambda k: dict(k)["protected_domain"])
+    )
+    tests = (
+        "rule_files: [alerts.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
+        + "".join(lines)
+        + "    alert_rule_test:\n      - eval_time: 5m\n"
+        "        alertname: ResolverGuardTypoLookupBlocked\n        exp_alerts:\n" + expected
+    )
     shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "blocks_test.yml").write_text(tests)
     done = _promtool("test", "rules", "blocks_test.yml", cwd=tmp_path)

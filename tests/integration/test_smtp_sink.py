@@ -64,8 +64,9 @@ def test_typo_recipient_is_refused_with_the_suggestion_and_logged(sink, tmp_path
     s = client(guard)
     code, text = s.rcpt("user@army.ml")
     assert code == 550
-    assert text.decode() == ("5.1.2 <user@army.ml>: army.ml resembles the protected domain army.mil (tld_typo). "
-                             f"{SUGGESTION} Not delivered.")  # fmt: skip
+    assert text.decode() == (
+        f"5.1.2 <user@army.ml>: army.ml resembles the protected domain army.mil (tld_typo). {SUGGESTION} Not delivered."
+    )
     code, text = s.rcpt("bob@mail.army.ml")
     assert (code, b"Did you mean <bob@mail.army.mil>?" in text) == (550, True)
     code, text = s.rcpt("carol@example.com")  # not a neighbour: no suggestion, and no relay
@@ -77,14 +78,25 @@ def test_typo_recipient_is_refused_with_the_suggestion_and_logged(sink, tmp_path
     found = poll(lambda: len(events(tmp_path)) >= 3 and events(tmp_path), "three sink events")
     first = found[0]
     assert {k: first[k] for k in ("mta", "sender", "recipient", "protected", "class", "suggestion", "mode")} == {
-        "mta": "127.0.0.1", "sender": "alice@sender.test", "recipient": "user@army.ml", "protected": "army.mil",
-        "class": "tld_typo", "suggestion": "user@army.mil", "mode": "reject"}  # fmt: skip
+        "mta": "127.0.0.1",
+        "sender": "alice@sender.test",
+        "recipient": "user@army.ml",
+        "protected": "army.mil",
+        "class": "tld_typo",
+        "suggestion": "user@army.mil",
+        "mode": "reject",
+    }
     assert first["time"].endswith("Z")
     text = urllib.request.urlopen(f"http://127.0.0.1:{guard.metrics_port}/metrics", timeout=5).read().decode()
-    assert ('resolverguard_sink_rejections_total{mode="reject",protected_domain="army.mil",typo_class="tld_typo"} 2.0'
-            in text)  # fmt: skip
+    assert (
+        'resolverguard_sink_rejections_total{mode="reject",protected_domain="army.mil",typo_class="tld_typo"} 2.0'
+        in text
+    )
     assert 'resolverguard_sink_rejections_total{mode="reject",protected_domain="none",typo_class="none"} 1.0' in text
-    assert 'resolverguard_sink_rejections_total{mode="reject",protected_domain="army.mil",typo_class="omission"} 0.0' in text
+    assert (
+        'resolverguard_sink_rejections_total{mode="reject",protected_domain="army.mil",typo_class="omission"} 0.0'
+        in text
+    )
 
 
 def test_whole_tld_entry_suggests_the_label_under_the_protected_tld(sink):
@@ -169,15 +181,19 @@ def test_sink_follows_a_policy_reload(sink, tmp_path):
     s.quit()
 
 
-@pytest.mark.parametrize("body, message", [
-    ('mode = "bounce"', "'bounce' is not one of reject, defer"),
-    ('template = "Did you mean {nope}?"', "unknown field {nope}"),
-    ('max_sessions = 0', "bad.toml:3: [smtp_sink] max_sessions: must be >= 1, got 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('mode = "bounce"', "'bounce' is not one of reject, defer"),
+        ('template = "Did you mean {nope}?"', "unknown field {nope}"),
+        ("max_sessions = 0", "bad.toml:3: [smtp_sink] max_sessions: must be >= 1, got 0"),
+    ],
+)
 def test_bad_sink_config_is_one_line_and_exit_2(tmp_path, body, message):
     path = tmp_path / "bad.toml"
     path.write_text(f'[smtp_sink]\nlisten = ["127.0.0.1:0"]\n{body}\n')
-    done = subprocess.run([*GUARD_CMD, "serve", "-c", str(path), "-u", "127.0.0.1:9"], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [*GUARD_CMD, "serve", "-c", str(path), "-u", "127.0.0.1:9"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -13,8 +13,9 @@ import dns.rcode
 
 def _config(tmp_path, upstream) -> str:
     path = tmp_path / "guard.toml"
-    path.write_text(f'state_dir = "{tmp_path / "state"}"\nprotect = ["mil"]\nupstreams = ["{upstream.address}"]\n',
-                    encoding="utf-8")
+    path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nprotect = ["mil"]\nupstreams = ["{upstream.address}"]\n', encoding="utf-8"
+    )
     return str(path)
 
 
@@ -46,10 +47,20 @@ def test_guard_learns_mil_labels_from_answers(tmp_path, upstream, start_guard):
 
     again = start_guard("--config", config)  # reloaded at start
     assert again.query("jfhq.ml", "A").rcode() == dns.rcode.NXDOMAIN
-    out = subprocess.run([sys.executable, "-m", "resolverguard", "check", "--config", config, "--json", "jfhq.ml"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "resolverguard", "check", "--config", config, "--json", "jfhq.ml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     result = json.loads(out.stdout)
     assert out.returncode == 1 and result["learned"] is True and result["protected"] == "jfhq.mil", out.stderr
-    text = subprocess.run([sys.executable, "-m", "resolverguard", "check", "--config", config, "jfhq.ml"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+    text = subprocess.run(
+        [sys.executable, "-m", "resolverguard", "check", "--config", config, "jfhq.ml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert "learned from upstream answers" in text.stdout

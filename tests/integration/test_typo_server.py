@@ -30,8 +30,12 @@ def _protect_args(*extra: str) -> list[str]:
 @pytest.fixture
 def typo_guard(upstream, start_guard):
     for name in (*FORWARDED, *(n for n, _ in BLOCKED)):
-        for qtype, rdata in (("A", "A 192.0.2.1"), ("AAAA", "AAAA 2001:db8::1"), ("MX", "MX 10 mx.example."),
-                             ("TXT", 'TXT "v=spf1 -all"')):  # fmt: skip
+        for qtype, rdata in (
+            ("A", "A 192.0.2.1"),
+            ("AAAA", "AAAA 2001:db8::1"),
+            ("MX", "MX 10 mx.example."),
+            ("TXT", 'TXT "v=spf1 -all"'),
+        ):
             upstream.on(name, qtype, f"{name}. 300 {rdata}")
     return start_guard(*_protect_args("--upstream", upstream.address))
 

@@ -70,8 +70,9 @@ def upstreams():
 def test_failover_under_load_and_recovery(tmp_path, start_guard, upstreams, failure):
     first, second = upstreams
     cfg = config(tmp_path, "timeout = 0.3\nservfail_after = 2.0\n")
-    guard, url = start_with_metrics(start_guard, "--config", cfg, "--upstream", first.address,
-                                    "--upstream", second.address)  # fmt: skip
+    guard, url = start_with_metrics(
+        start_guard, "--config", cfg, "--upstream", first.address, "--upstream", second.address
+    )
     load = Load(guard)
     load.wait_for(50)
     if failure == "kill":
@@ -97,15 +98,19 @@ def test_failover_under_load_and_recovery(tmp_path, start_guard, upstreams, fail
     assert wait_metric(url, f'resolverguard_upstream_up{{upstream="{first.address}"}}', lambda v: v == 1) == 1
     m = scrape(url)
     assert m["resolverguard_internal_errors_total"] == 0
-    assert m[f'resolverguard_upstream_errors_total{{kind="timeout",upstream="{first.address}"}}'] + m[
-        f'resolverguard_upstream_errors_total{{kind="error",upstream="{first.address}"}}'] >= 1  # fmt: skip
+    assert (
+        m[f'resolverguard_upstream_errors_total{{kind="timeout",upstream="{first.address}"}}']
+        + m[f'resolverguard_upstream_errors_total{{kind="error",upstream="{first.address}"}}']
+        >= 1
+    )
 
 
 def test_servfail_within_the_bound_when_all_fail_then_recovery(tmp_path, start_guard, upstreams):
     first, second = upstreams
     cfg = config(tmp_path, "timeout = 0.4\nservfail_after = 1.0\n")
-    guard, url = start_with_metrics(start_guard, "--config", cfg, "--upstream", first.address,
-                                    "--upstream", second.address)  # fmt: skip
+    guard, url = start_with_metrics(
+        start_guard, "--config", cfg, "--upstream", first.address, "--upstream", second.address
+    )
     assert guard.query("before.example", "A").rcode() == dns.rcode.NOERROR
     first.blackhole()
     second.stall()
@@ -140,8 +145,10 @@ def test_serve_stale_through_a_short_outage(tmp_path, start_guard, stale):
             else:
                 assert reply.rcode() == dns.rcode.SERVFAIL
         if stale:
-            assert wait_metric(url, 'resolverguard_responses_total{outcome="stale",rcode="NOERROR"}',
-                               lambda v: v >= 3) == 3  # fmt: skip
+            assert (
+                wait_metric(url, 'resolverguard_responses_total{outcome="stale",rcode="NOERROR"}', lambda v: v >= 3)
+                == 3
+            )
         up.restart()
         assert guard.query("stale.example", "A").answer[0][0].to_text() == "192.0.2.7"
         assert guard.query("fresh.example", "A").rcode() == dns.rcode.NOERROR

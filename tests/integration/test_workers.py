@@ -18,8 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310 (loopback)
         text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}  # fmt: skip
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def total(samples: dict, name: str, **labels: str) -> float:
@@ -37,8 +40,9 @@ def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
 def test_workers_share_port_aggregate_metrics_and_reload_together(upstream, start_guard):
     upstream.on("mail.example", "MX", "mail.example. 300 MX 10 mx.mail.example.")
     mport = free_port()
-    guard = start_guard("--upstream", upstream.address, "--workers", "2", "--metrics", f"127.0.0.1:{mport}",
-                        "--protect", "army.mil")  # fmt: skip
+    guard = start_guard(
+        "--upstream", upstream.address, "--workers", "2", "--metrics", f"127.0.0.1:{mport}", "--protect", "army.mil"
+    )
     wait_for(lambda: guard.output().count("started version") == 2, "two workers start")
     pids = {int(p) for p in re.findall(r"worker started number=\d+ pid=(\d+)", guard.output())}
     assert len(pids) == 2 and guard.proc.pid not in pids
@@ -73,6 +77,8 @@ def test_worker_that_dies_is_restarted(upstream, start_guard):
     wait_for(lambda: guard.output().count("started version") == 3, "a replacement worker starts", timeout=60)
     upstream.on("after.example", "A", "after.example. 300 A 192.0.2.1")
     for _ in range(20):
-        assert dns.query.udp(dns.message.make_query("after.example", "A"), guard.host, port=guard.port,
-                             timeout=3).rcode() == dns.rcode.NOERROR  # fmt: skip
+        assert (
+            dns.query.udp(dns.message.make_query("after.example", "A"), guard.host, port=guard.port, timeout=3).rcode()
+            == dns.rcode.NOERROR
+        )
     assert guard.stop() == 0

@@ -39,10 +39,17 @@ def test_clean_reply_keeps_ede_drops_exchange_options_and_sets_forwarder_bits():
     r.flags |= dns.flags.AA
     r.flags &= ~dns.flags.RA
     r.answer.append(dns.rrset.from_text("a.example.", 300, "IN", "A", "192.0.2.1"))
-    r.use_edns(0, dns.flags.DO | 0x0040, 1232, options=[
-        dns.edns.GenericOption(dns.edns.COOKIE, b"c" * 24), dns.edns.GenericOption(dns.edns.NSID, b"ns1"),
-        dns.edns.EDEOption(3, "stale"), dns.edns.GenericOption(65001, b"x"),
-    ])  # fmt: skip
+    r.use_edns(
+        0,
+        dns.flags.DO | 0x0040,
+        1232,
+        options=[
+            dns.edns.GenericOption(dns.edns.COOKIE, b"c" * 24),
+            dns.edns.GenericOption(dns.edns.NSID, b"ns1"),
+            dns.edns.EDEOption(3, "stale"),
+            dns.edns.GenericOption(65001, b"x"),
+        ],
+    )
     cleaned = dns.message.from_wire(wire.clean_reply(r.to_wire()))
     assert [o.otype for o in cleaned.options] == [dns.edns.EDE]
     assert not cleaned.flags & dns.flags.AA and cleaned.flags & dns.flags.RA

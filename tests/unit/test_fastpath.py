@@ -42,9 +42,25 @@ ROOT = Path(__file__).resolve().parents[2]
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CD = dns.flags.CD
 # typo neighbours (blocked), overrides (NXDOMAIN, passthru, local data), protected and ordinary names
-POLICY_NAMES = ["army.ml", "www.army.ml", "amry.mil", "gmial.com", "mail.gmial.com", "gmail.co", "phish.example",
-                "a.phish.example", "ok.partner.example", "lookalike-mail.example", "x.lookalike.example", "army.mil",
-                "mail.army.mil", "gmail.com", "mail.com", "example.org", "xn--gmal-nza.com"]  # fmt: skip
+POLICY_NAMES = [
+    "army.ml",
+    "www.army.ml",
+    "amry.mil",
+    "gmial.com",
+    "mail.gmial.com",
+    "gmail.co",
+    "phish.example",
+    "a.phish.example",
+    "ok.partner.example",
+    "lookalike-mail.example",
+    "x.lookalike.example",
+    "army.mil",
+    "mail.army.mil",
+    "gmail.com",
+    "mail.com",
+    "example.org",
+    "xn--gmal-nza.com",
+]
 
 
 # ------------------------------------------------------------------ generators
@@ -81,8 +97,9 @@ def names(draw, pool: list[str] | None = None) -> dns.name.Name:
 @st.composite
 def queries(draw, pool: list[str] | None = None, qtypes=(1, 28, 15, 16, 65, 12, 33)) -> dns.message.Message:
     """A well-formed query as clients send it: any ID, RD/CD bits, EDNS with or without DO, payload."""
-    q = dns.message.make_query(draw(names(pool)), draw(st.sampled_from(qtypes)),
-                               draw(st.sampled_from([1, 1, 1, 3, 255])))  # fmt: skip
+    q = dns.message.make_query(
+        draw(names(pool)), draw(st.sampled_from(qtypes)), draw(st.sampled_from([1, 1, 1, 3, 255]))
+    )
     q.id = draw(st.integers(0, 65535))
     q.flags = draw(st.sampled_from([0, dns.flags.RD, dns.flags.RD | CD, CD]))
     if draw(st.booleans()):
@@ -100,8 +117,13 @@ def _respell(q: dns.message.Message, mask: int, qid: int) -> dns.message.Message
     other = dns.message.from_wire(q.to_wire())
     other.id = qid
     other.flags ^= dns.flags.RD if mask & 1 else 0
-    other.question = [dns.rrset.RRset(dns.name.Name([_flip_case(lb, mask >> (5 * i)) for i, lb in enumerate(name.labels)]),
-                                      q.question[0].rdclass, q.question[0].rdtype)]  # fmt: skip
+    other.question = [
+        dns.rrset.RRset(
+            dns.name.Name([_flip_case(lb, mask >> (5 * i)) for i, lb in enumerate(name.labels)]),
+            q.question[0].rdclass,
+            q.question[0].rdtype,
+        )
+    ]
     return other
 
 
@@ -113,7 +135,9 @@ def general_key(q: dns.message.Message) -> bytes:
     question = q.question[0]
     bits = ((q.edns >= 0) << 3) | (bool(q.ednsflags & dns.flags.DO) << 2) | (bool(q.flags & CD) << 1)
     bits |= bool(q.flags & dns.flags.AD)
-    return question.name.canonicalize().to_wire() + struct.pack("!HH", question.rdtype, question.rdclass) + bytes([bits])
+    return (
+        question.name.canonicalize().to_wire() + struct.pack("!HH", question.rdtype, question.rdclass) + bytes([bits])
+    )
 
 
 def general_readdress(reply: bytes, client: dns.message.Message, elapsed: int = 0, max_ttl: int = 2**32) -> bytes:
@@ -255,8 +279,12 @@ def test_udp_fitting_equals_dnspython_truncation(q, data):
 
 
 @PROPS
-@given(queries(POLICY_NAMES), st.sampled_from([0, 1, 2, 4]), st.booleans(),
-       st.sampled_from([wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED]))  # fmt: skip
+@given(
+    queries(POLICY_NAMES),
+    st.sampled_from([0, 1, 2, 4]),
+    st.booleans(),
+    st.sampled_from([wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED]),
+)
 def test_error_replies_equal_make_response(q, opcode, no_question, rcode):
     q.set_opcode(opcode)
     if no_question:
@@ -264,7 +292,9 @@ def test_error_replies_equal_make_response(q, opcode, no_question, rcode):
     data = q.to_wire()
     assert wire.error_reply(data, rcode) == general_error(data, rcode)
     if opcode == 0 and not no_question:
-        assert wire.reply_for(wire.parse_query(data, "c", False), rcode) == general_error(data, rcode, copy_cd=True, ra=True)
+        assert wire.reply_for(wire.parse_query(data, "c", False), rcode) == general_error(
+            data, rcode, copy_cd=True, ra=True
+        )
 
 
 # ------------------------------------------------------------------ policy: remembered decisions vs fresh ones
@@ -272,8 +302,12 @@ def test_error_replies_equal_make_response(q, opcode, no_question, rcode):
 
 @pytest.fixture(scope="module", params=["nxdomain", "sink"])
 def guard(request):
-    cfg = Config(zones_dir=str(ROOT / "zones"), protect=("army.mil", "gmail.com"), typo_action=request.param,
-                 allow_clients=("127.0.0.0/8", "::1/128", "192.0.2.0/24"))  # 192.0.2.25: an override's client-ip rule
+    cfg = Config(
+        zones_dir=str(ROOT / "zones"),
+        protect=("army.mil", "gmail.com"),
+        typo_action=request.param,
+        allow_clients=("127.0.0.0/8", "::1/128", "192.0.2.0/24"),
+    )  # 192.0.2.25: an override's client-ip rule
     policy = load_policy(cfg)
     pool = UpstreamPool([Upstream("127.0.0.1", 9)])  # never used: answer_now does not forward
     pipeline = build_pipeline(cfg, lambda: policy, Cache(1000), pool, Metrics(CollectorRegistry()))
@@ -288,9 +322,21 @@ def general_policy_answer(policy, sink, q: dns.message.Message, client: str) -> 
     if decision.action == "forward":
         return "forward", None
     qend = 12 + len(question.name.to_wire()) + 4
-    query = wire.Query(q.to_wire(), q.id, q.flags, question.rdtype, question.rdclass, qend, q.edns >= 0,
-                       max(512, q.payload) if q.edns >= 0 else 512, bool(q.ednsflags & dns.flags.DO), client,
-                       False, b"", _text(question.name))  # fmt: skip
+    query = wire.Query(
+        q.to_wire(),
+        q.id,
+        q.flags,
+        question.rdtype,
+        question.rdclass,
+        qend,
+        q.edns >= 0,
+        max(512, q.payload) if q.edns >= 0 else 512,
+        bool(q.ednsflags & dns.flags.DO),
+        client,
+        False,
+        b"",
+        _text(question.name),
+    )
     return decision.outcome, answers.render(decision, query, sink)
 
 

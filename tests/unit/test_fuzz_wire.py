@@ -40,8 +40,18 @@ ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OWN_ERRORS = (wire.Unreadable, wire.NotQuery, wire.NotImplementedOpcode, wire.BadVersion, MalformedQuery)
 # blocked (typo), override NXDOMAIN, local data, passthru, forwarded, the root
-NAMES = [b"army.ml", b"www.army.ml", b"gmial.com", b"phish.example", b"lookalike-mail.example",
-         b"ok.partner.example", b"army.mil", b"mail.com", b"example.org", b""]  # fmt: skip
+NAMES = [
+    b"army.ml",
+    b"www.army.ml",
+    b"gmial.com",
+    b"phish.example",
+    b"lookalike-mail.example",
+    b"ok.partner.example",
+    b"army.mil",
+    b"mail.com",
+    b"example.org",
+    b"",
+]
 
 
 def _name(labels: list[bytes]) -> bytes:

@@ -8,16 +8,38 @@ import pytest
 from resolverguard import names
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Gmail.COM.", "gmail.com"), ("army.mil", "army.mil"), ("MIL", "mil"), ("bücher.de", "xn--bcher-kva.de"),
-    (" army.mil ", "army.mil"), ("xn--bcher-kva.de", "xn--bcher-kva.de"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Gmail.COM.", "gmail.com"),
+        ("army.mil", "army.mil"),
+        ("MIL", "mil"),
+        ("bücher.de", "xn--bcher-kva.de"),
+        (" army.mil ", "army.mil"),
+        ("xn--bcher-kva.de", "xn--bcher-kva.de"),
+    ],
+)
 def test_normalise(text: str, expected: str) -> None:
     assert names.normalise(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", ".", "a..b", "-army.mil", "army-.mil", "a b.com", "a_b.com", "x" * 64 + ".com",
-                                  "xn--zz-.com", "*.example.com", ("a." * 127) + "com", "\\000.com"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        ".",
+        "a..b",
+        "-army.mil",
+        "army-.mil",
+        "a b.com",
+        "a_b.com",
+        "x" * 64 + ".com",
+        "xn--zz-.com",
+        "*.example.com",
+        ("a." * 127) + "com",
+        "\\000.com",
+    ],
+)
 def test_normalise_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError):
         names.normalise(text)
@@ -31,9 +53,24 @@ def test_parents() -> None:
 PSL = publicsuffixlist.PublicSuffixList(only_icann=True)
 
 
-@pytest.mark.parametrize("name", ["mail.army.ml", "army.ml", "x.gov.uk", "gov.uk", "com", "a.b.c.unknowntld",
-                                  "army.ck", "www.ck", "mod.gov.uk", "smtp.gmial.com", "a.b.kawasaki.jp",
-                                  "city.kawasaki.jp", "foo.blogspot.com"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mail.army.ml",
+        "army.ml",
+        "x.gov.uk",
+        "gov.uk",
+        "com",
+        "a.b.c.unknowntld",
+        "army.ck",
+        "www.ck",
+        "mod.gov.uk",
+        "smtp.gmial.com",
+        "a.b.kawasaki.jp",
+        "city.kawasaki.jp",
+        "foo.blogspot.com",
+    ],
+)
 def test_registrable_agrees_with_publicsuffixlist(name: str) -> None:
     assert names.registrable(name) == PSL.privatesuffix(name)
     assert names.public_suffix(name) == PSL.publicsuffix(name)
@@ -45,11 +82,19 @@ def test_is_public_suffix() -> None:
     assert names.is_listed_suffix("ml") and not names.is_listed_suffix("con")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Gmial.COM.", "gmial.com"), (".", ""), ("_dmarc.gmial.com", "_dmarc.gmial.com"), ("\\000.com", "\\000.com"),
-    ("p\u0430ypal.com", "xn--pypal-4ve.com"), ("_x.b\u00fccher.de", "_x.xn--bcher-kva.de"), ("x y.com", "x\\032y.com"),
-    ("xn--zz-.com", "xn--zz-.com"),  # invalid punycode still reaches the guard on the wire: a verdict, not an error
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Gmial.COM.", "gmial.com"),
+        (".", ""),
+        ("_dmarc.gmial.com", "_dmarc.gmial.com"),
+        ("\\000.com", "\\000.com"),
+        ("p\u0430ypal.com", "xn--pypal-4ve.com"),
+        ("_x.b\u00fccher.de", "_x.xn--bcher-kva.de"),
+        ("x y.com", "x\\032y.com"),
+        ("xn--zz-.com", "xn--zz-.com"),  # invalid punycode still reaches the guard on the wire: a verdict, not an error
+    ],
+)
 def test_query_text_is_what_the_server_sees(text: str, expected: str) -> None:
     assert names.query_text(text) == expected
 

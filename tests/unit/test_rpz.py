@@ -167,48 +167,81 @@ def test_client_ip_no_match(tmp_path: Path, client: str | None) -> None:
 # Precedence: (zones in order, qname, client) → (zone, owner, action)
 PRECEDENCE = [
     pytest.param(
-        ["army.ml CNAME rpz-passthru.\n", "army.ml CNAME .\n"], "army.ml", None, ("z0", "army.ml", "passthru"),
+        ["army.ml CNAME rpz-passthru.\n", "army.ml CNAME .\n"],
+        "army.ml",
+        None,
+        ("z0", "army.ml", "passthru"),
         id="passthru-in-first-zone-beats-nxdomain-in-second",
     ),
     pytest.param(
-        ["other.example CNAME .\n", "army.ml CNAME .\n"], "army.ml", None, ("z1", "army.ml", "nxdomain"),
+        ["other.example CNAME .\n", "army.ml CNAME .\n"],
+        "army.ml",
+        None,
+        ("z1", "army.ml", "nxdomain"),
         id="second-zone-when-first-does-not-match",
     ),
     pytest.param(
-        ["*.army.ml CNAME rpz-passthru.\n", "www.army.ml CNAME .\n"], "www.army.ml", None,
-        ("z0", "*.army.ml", "passthru"), id="zone-order-beats-exact-over-wildcard",
+        ["*.army.ml CNAME rpz-passthru.\n", "www.army.ml CNAME .\n"],
+        "www.army.ml",
+        None,
+        ("z0", "*.army.ml", "passthru"),
+        id="zone-order-beats-exact-over-wildcard",
     ),
     pytest.param(
-        ["*.army.ml CNAME .\nwww.army.ml CNAME rpz-passthru.\n"], "www.army.ml", None,
-        ("z0", "www.army.ml", "passthru"), id="exact-beats-wildcard",
+        ["*.army.ml CNAME .\nwww.army.ml CNAME rpz-passthru.\n"],
+        "www.army.ml",
+        None,
+        ("z0", "www.army.ml", "passthru"),
+        id="exact-beats-wildcard",
     ),
     pytest.param(
-        ["*.ml CNAME .\n*.army.ml CNAME rpz-drop.\n*.x.army.ml CNAME *.\n"], "a.x.army.ml", None,
-        ("z0", "*.x.army.ml", "nodata"), id="longer-wildcard-wins",
+        ["*.ml CNAME .\n*.army.ml CNAME rpz-drop.\n*.x.army.ml CNAME *.\n"],
+        "a.x.army.ml",
+        None,
+        ("z0", "*.x.army.ml", "nodata"),
+        id="longer-wildcard-wins",
     ),
     pytest.param(
-        ["*.ml CNAME .\n*.army.ml CNAME rpz-drop.\n"], "mail.army.ml", None,
-        ("z0", "*.army.ml", "drop"), id="longer-wildcard-wins-2",
+        ["*.ml CNAME .\n*.army.ml CNAME rpz-drop.\n"],
+        "mail.army.ml",
+        None,
+        ("z0", "*.army.ml", "drop"),
+        id="longer-wildcard-wins-2",
     ),
     pytest.param(
-        ["*.ml CNAME .\n*.army.ml CNAME rpz-drop.\n"], "navy.ml", None,
-        ("z0", "*.ml", "nxdomain"), id="shorter-wildcard-when-longer-misses",
+        ["*.ml CNAME .\n*.army.ml CNAME rpz-drop.\n"],
+        "navy.ml",
+        None,
+        ("z0", "*.ml", "nxdomain"),
+        id="shorter-wildcard-when-longer-misses",
     ),
     pytest.param(
-        ["army.ml CNAME .\n32.25.2.0.192.rpz-client-ip CNAME rpz-passthru.\n"], "army.ml", "192.0.2.25",
-        ("z0", "32.25.2.0.192.rpz-client-ip", "passthru"), id="client-ip-beats-qname",
+        ["army.ml CNAME .\n32.25.2.0.192.rpz-client-ip CNAME rpz-passthru.\n"],
+        "army.ml",
+        "192.0.2.25",
+        ("z0", "32.25.2.0.192.rpz-client-ip", "passthru"),
+        id="client-ip-beats-qname",
     ),
     pytest.param(
-        ["army.ml CNAME .\n32.25.2.0.192.rpz-client-ip CNAME rpz-passthru.\n"], "army.ml", "192.0.2.26",
-        ("z0", "army.ml", "nxdomain"), id="qname-for-other-clients",
+        ["army.ml CNAME .\n32.25.2.0.192.rpz-client-ip CNAME rpz-passthru.\n"],
+        "army.ml",
+        "192.0.2.26",
+        ("z0", "army.ml", "nxdomain"),
+        id="qname-for-other-clients",
     ),
     pytest.param(
-        ["army.ml CNAME .\n", "32.25.2.0.192.rpz-client-ip CNAME rpz-passthru.\n"], "army.ml", "192.0.2.25",
-        ("z0", "army.ml", "nxdomain"), id="zone-order-beats-trigger-type",
+        ["army.ml CNAME .\n", "32.25.2.0.192.rpz-client-ip CNAME rpz-passthru.\n"],
+        "army.ml",
+        "192.0.2.25",
+        ("z0", "army.ml", "nxdomain"),
+        id="zone-order-beats-trigger-type",
     ),
     pytest.param(
-        ["* CNAME rpz-drop.\narmy.ml CNAME .\n"], "anything.example", None,
-        ("z0", "*", "drop"), id="apex-wildcard-matches-everything",
+        ["* CNAME rpz-drop.\narmy.ml CNAME .\n"],
+        "anything.example",
+        None,
+        ("z0", "*", "drop"),
+        id="apex-wildcard-matches-everything",
     ),
 ]
 
@@ -224,11 +257,15 @@ def test_precedence(
 
 
 def test_rule_count_and_warnings(tmp_path: Path) -> None:
-    body = ACTIONS_BODY + CLIENT_BODY + (
-        "32.1.2.0.192.rpz-ip CNAME .\n"
-        "ns.example.rpz-nsdname CNAME .\n"
-        "32.1.2.0.192.rpz-nsip CNAME .\n"
-        "x.example CNAME rpz-unknown-action.\n"
+    body = (
+        ACTIONS_BODY
+        + CLIENT_BODY
+        + (
+            "32.1.2.0.192.rpz-ip CNAME .\n"
+            "ns.example.rpz-nsdname CNAME .\n"
+            "32.1.2.0.192.rpz-nsip CNAME .\n"
+            "x.example CNAME rpz-unknown-action.\n"
+        )
     )
     z = zone(tmp_path, body)
     table = PolicyTable([z])

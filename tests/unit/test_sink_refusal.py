@@ -17,14 +17,17 @@ def policy(*protect: str) -> Policy:
     return Policy(table=PolicyTable([]), guard=TypoGuard.build(list(protect), []))
 
 
-@pytest.mark.parametrize("protect, recipient, suggestion", [
-    (("army.mil",), "user@army.ml", "user@army.mil"),
-    (("army.mil",), "user@Army.ML", "user@army.mil"),
-    (("army.mil",), "user@mail.army.ml", "user@mail.army.mil"),
-    (("mil",), "user@army.ml", "user@army.mil"),  # whole-TLD entry: the label under the protected TLD
-    (("mil",), "user@navy.il", "user@navy.mil"),
-    (("gmail.com",), "first.last@gmial.com", "first.last@gmail.com"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "protect, recipient, suggestion",
+    [
+        (("army.mil",), "user@army.ml", "user@army.mil"),
+        (("army.mil",), "user@Army.ML", "user@army.mil"),
+        (("army.mil",), "user@mail.army.ml", "user@mail.army.mil"),
+        (("mil",), "user@army.ml", "user@army.mil"),  # whole-TLD entry: the label under the protected TLD
+        (("mil",), "user@navy.il", "user@navy.mil"),
+        (("gmail.com",), "first.last@gmial.com", "first.last@gmail.com"),
+    ],
+)
 def test_typo_neighbours_get_the_suggestion(protect, recipient, suggestion):
     answer = refusal(recipient, policy(*protect), "reject", TEMPLATE)
     assert (answer.code, answer.status, answer.suggestion) == (550, "5.1.2", suggestion)

@@ -60,8 +60,9 @@ BLOCK = [
 
 
 @pytest.mark.parametrize(("qname", "protected", "typo_class"), BLOCK)
-def test_neighbours_are_found_with_their_class(guard: TypoGuard, qname: str, protected: str | None,
-                                               typo_class: str | None) -> None:
+def test_neighbours_are_found_with_their_class(
+    guard: TypoGuard, qname: str, protected: str | None, typo_class: str | None
+) -> None:
     match = guard.find_neighbour(qname)
     if protected is None:
         assert match is None
@@ -72,10 +73,36 @@ def test_neighbours_are_found_with_their_class(guard: TypoGuard, qname: str, pro
 
 
 ALLOW = [
-    "army.mil", "mail.army.mil", "navy.mil", "gmail.com", "smtp.gmail.com", "mail.com", "email.com",
-    "hotmail.fr", "outlook.de", "microsoft.us", "some.ml", "example.com", "wikipedia.org", "debian.org",
-    "python.org", "mail.google.com", "bbc.co.uk", "gov.uk", "mil", "com", "", "ml", "nic.ml",
-    "mailchimp.com", "mcafee.com", "armstrong.com", "cnn.com", "nytimes.com", "ymail.com", "army.com",
+    "army.mil",
+    "mail.army.mil",
+    "navy.mil",
+    "gmail.com",
+    "smtp.gmail.com",
+    "mail.com",
+    "email.com",
+    "hotmail.fr",
+    "outlook.de",
+    "microsoft.us",
+    "some.ml",
+    "example.com",
+    "wikipedia.org",
+    "debian.org",
+    "python.org",
+    "mail.google.com",
+    "bbc.co.uk",
+    "gov.uk",
+    "mil",
+    "com",
+    "",
+    "ml",
+    "nic.ml",
+    "mailchimp.com",
+    "mcafee.com",
+    "armstrong.com",
+    "cnn.com",
+    "nytimes.com",
+    "ymail.com",
+    "army.com",
 ]
 
 
@@ -84,18 +111,29 @@ def test_legitimate_names_are_not_neighbours(guard: TypoGuard, qname: str) -> No
     assert guard.find_neighbour(qname) is None
 
 
-@pytest.mark.parametrize(("qname", "protected"), [
-    ("army.ml", "army.mil"), ("navy.ml", "navy.mil"), ("disa.ml", "disa.mil"), ("mail.navy.il", "navy.mil"),
-    ("af.ml", "af.mil"), ("armymil.com", "army.mil"), ("army-mil.com", "army.mil"), ("navy.mil.com", "navy.mil"),
-])
-def test_tld_entry_blocks_known_second_level_names_under_typo_tlds(mil_guard: TypoGuard, qname: str,
-                                                                   protected: str) -> None:
+@pytest.mark.parametrize(
+    ("qname", "protected"),
+    [
+        ("army.ml", "army.mil"),
+        ("navy.ml", "navy.mil"),
+        ("disa.ml", "disa.mil"),
+        ("mail.navy.il", "navy.mil"),
+        ("af.ml", "af.mil"),
+        ("armymil.com", "army.mil"),
+        ("army-mil.com", "army.mil"),
+        ("navy.mil.com", "navy.mil"),
+    ],
+)
+def test_tld_entry_blocks_known_second_level_names_under_typo_tlds(
+    mil_guard: TypoGuard, qname: str, protected: str
+) -> None:
     match = mil_guard.find_neighbour(qname)
     assert match is not None and match.protected == protected and match.policy == "block"
 
 
-@pytest.mark.parametrize("qname", ["some.ml", "example.ml", "www.example.il", "amry.mil", "army.mil",
-                                   "anything.army.mil", "ml", "navy.com"])
+@pytest.mark.parametrize(
+    "qname", ["some.ml", "example.ml", "www.example.il", "amry.mil", "army.mil", "anything.army.mil", "ml", "navy.com"]
+)
 def test_tld_entry_does_not_block_its_typo_tld_wholesale(mil_guard: TypoGuard, qname: str) -> None:
     assert mil_guard.find_neighbour(qname) is None  # all of .mil is protected, so amry.mil is exempt
 
@@ -118,10 +156,16 @@ def test_short_and_common_labels_get_edit_neighbours_except_real_domains() -> No
     guard = TypoGuard.build(["aol.com", "mail.com", "state.gov"])
     for legit in ("aon.com", "email.com", "gmail.com", "ymail.com"):  # real: established data
         assert guard.find_neighbour(legit) is None, legit
-    for typo, cls in (("aol.co", "tld_typo"), ("a0l.com", "homoglyph"), ("aolcom.com", "dot_omission"),
-                      ("xn--ol-6kc.com", "idn_homoglyph"),  # аol, Cyrillic а
-                      ("aoll.com", "repetition"), ("al.com", "omission"), ("mial.com", "transposition"),
-                      ("sttae.gov", "transposition")):
+    for typo, cls in (
+        ("aol.co", "tld_typo"),
+        ("a0l.com", "homoglyph"),
+        ("aolcom.com", "dot_omission"),
+        ("xn--ol-6kc.com", "idn_homoglyph"),  # аol, Cyrillic а
+        ("aoll.com", "repetition"),
+        ("al.com", "omission"),
+        ("mial.com", "transposition"),
+        ("sttae.gov", "transposition"),
+    ):
         match = guard.find_neighbour(typo)
         assert match is not None and match.typo_class == cls, typo
 
@@ -168,23 +212,57 @@ def test_decisions_are_cached_and_cache_can_be_disabled() -> None:
     assert uncached.find_neighbour("gmial.com") == guard.find_neighbour("gmial.com")
 
 
-@pytest.mark.parametrize(("qname", "distance"), [
-    ("lockheeclmartin.com", 2),  # d -> cl
-    ("loclcheeclmartin.com", 4),  # k -> lc and d -> cl: two length-changing steps
-    ("lockheeclrnartin.com", 4),  # d -> cl and m -> rn
-    ("iockheeclmartin.com", 3),  # l -> i and d -> cl
-])
+@pytest.mark.parametrize(
+    ("qname", "distance"),
+    [
+        ("lockheeclmartin.com", 2),  # d -> cl
+        ("loclcheeclmartin.com", 4),  # k -> lc and d -> cl: two length-changing steps
+        ("lockheeclrnartin.com", 4),  # d -> cl and m -> rn
+        ("iockheeclmartin.com", 3),  # l -> i and d -> cl
+    ],
+)
 def test_two_step_look_alikes(qname: str, distance: int) -> None:
     match = TypoGuard.build(["lockheedmartin.com"], cache_size=0).find_neighbour(qname)
     assert match is not None and (match.protected, match.typo_class, match.distance) == (
-        "lockheedmartin.com", "homoglyph", distance)
+        "lockheedmartin.com",
+        "homoglyph",
+        distance,
+    )
 
 
-ODD = ["\\000.com", "a..b", ".", "..", "a" * 63 + ".com", ".".join(["a"] * 127), "xn--.com", "xn--zz-.com",
-       "xn--a-ecp.ml", "-.-", "\\046army.ml", "army.ml.", "ARMY.ML", "*.gmail.com", "xn--80ak6aa92e.com",
-       "a" * 300, "a" * 2000, "\u2603.com", "ab\u200d.com", "xn--" + "a" * 70 + ".com", ".".join(["a"] * 200),
-       "army.ml" + ".x" * 40, "\x00", " ", "a.b.c.d.e.f.g.h.i.j.k.l.m.ar.my.mil",
-       "x..com", ".com", "..mil", "a..mil", "gmail..com", "www..gmail.com"]
+ODD = [
+    "\\000.com",
+    "a..b",
+    ".",
+    "..",
+    "a" * 63 + ".com",
+    ".".join(["a"] * 127),
+    "xn--.com",
+    "xn--zz-.com",
+    "xn--a-ecp.ml",
+    "-.-",
+    "\\046army.ml",
+    "army.ml.",
+    "ARMY.ML",
+    "*.gmail.com",
+    "xn--80ak6aa92e.com",
+    "a" * 300,
+    "a" * 2000,
+    "\u2603.com",
+    "ab\u200d.com",
+    "xn--" + "a" * 70 + ".com",
+    ".".join(["a"] * 200),
+    "army.ml" + ".x" * 40,
+    "\x00",
+    " ",
+    "a.b.c.d.e.f.g.h.i.j.k.l.m.ar.my.mil",
+    "x..com",
+    ".com",
+    "..mil",
+    "a..mil",
+    "gmail..com",
+    "www..gmail.com",
+]
 
 
 @pytest.mark.parametrize("qname", ODD)
@@ -193,9 +271,12 @@ def test_odd_input_never_raises(guard: TypoGuard, qname: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from("abcmilgx-.0\\n1-"), max_size=80)
-       | st.lists(st.sampled_from(["", "com", "mil", "gmail", "army", "ml", "xn--pypal-4ve", "-", "co", "uk"]),
-                  max_size=8).map(".".join))
+@given(
+    st.text(alphabet=st.sampled_from("abcmilgx-.0\\n1-"), max_size=80)
+    | st.lists(
+        st.sampled_from(["", "com", "mil", "gmail", "army", "ml", "xn--pypal-4ve", "-", "co", "uk"]), max_size=8
+    ).map(".".join)
+)
 def test_fuzzed_input_never_raises(qname: str) -> None:
     _FUZZ_GUARD.find_neighbour(qname)
 

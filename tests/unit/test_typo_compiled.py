@@ -14,8 +14,21 @@ import pytest
 from resolverguard.typo import TypoGuard, neighbours
 from resolverguard.typo.family import HashSet, deletions1
 
-PROTECTED = ["raytheon.com", "lockheedmartin.com", "protonmail.com", "northropgrumman.com", "gmail.com", "aol.com",
-             "mod.gov.uk", "gov.uk", "army.mil", "mil", "office365.com", "barclays.co.uk", "bundeswehr.de"]
+PROTECTED = [
+    "raytheon.com",
+    "lockheedmartin.com",
+    "protonmail.com",
+    "northropgrumman.com",
+    "gmail.com",
+    "aol.com",
+    "mod.gov.uk",
+    "gov.uk",
+    "army.mil",
+    "mil",
+    "office365.com",
+    "barclays.co.uk",
+    "bundeswehr.de",
+]
 
 
 def _require_compiled() -> None:
@@ -55,7 +68,9 @@ def test_compiled_and_pure_python_guards_decide_the_same() -> None:
     assert fast._compiled and not pure._compiled
     rng = random.Random(7)
     names = [n for d in PROTECTED for v in neighbours(d).values() for n in v]
-    names += ["".join(rng.choice("abcdefghilmnoprstuy") for _ in range(rng.randint(3, 16))) + ".com" for _ in range(3000)]
+    names += [
+        "".join(rng.choice("abcdefghilmnoprstuy") for _ in range(rng.randint(3, 16))) + ".com" for _ in range(3000)
+    ]
     names += ["raythneo.com", "protonma22.com", "rbclays.co.uk", "northropgruman.com", "mail.lockhedmatin.com"]
     differ = [n for n in names if fast.find_neighbour(n) != pure.find_neighbour(n)]
     assert not differ, differ[:10]

@@ -22,22 +22,118 @@ from resolverguard.typo import TypoGuard, neighbours
 from resolverguard.typo.lists import established_domains, mil_second_level
 
 PROTECTED = [
-    "mil", "army.mil", "navy.mil", "af.mil", "disa.mil", "dhs.gov", "state.gov", "mod.gov.uk", "gov.uk",
-    "defence.gov.au", "forces.gc.ca", "bundeswehr.de", "gouvernement.fr", "gmail.com", "live.com", "aol.com",
-    "apple.com", "rtx.com", "outlook.com", "hotmail.com", "yahoo.com", "icloud.com", "protonmail.com",
-    "microsoft.com", "office365.com", "paypal.com", "amazon.com", "raytheon.com", "lockheedmartin.com",
-    "northropgrumman.com", "boeing.com", "baesystems.com", "generaldynamics.com", "l3harris.com", "leidos.com",
-    "thalesgroup.com", "airbus.com", "barclays.co.uk", "gmx.de", "nato.int", "europa.eu", "usps.com",
+    "mil",
+    "army.mil",
+    "navy.mil",
+    "af.mil",
+    "disa.mil",
+    "dhs.gov",
+    "state.gov",
+    "mod.gov.uk",
+    "gov.uk",
+    "defence.gov.au",
+    "forces.gc.ca",
+    "bundeswehr.de",
+    "gouvernement.fr",
+    "gmail.com",
+    "live.com",
+    "aol.com",
+    "apple.com",
+    "rtx.com",
+    "outlook.com",
+    "hotmail.com",
+    "yahoo.com",
+    "icloud.com",
+    "protonmail.com",
+    "microsoft.com",
+    "office365.com",
+    "paypal.com",
+    "amazon.com",
+    "raytheon.com",
+    "lockheedmartin.com",
+    "northropgrumman.com",
+    "boeing.com",
+    "baesystems.com",
+    "generaldynamics.com",
+    "l3harris.com",
+    "leidos.com",
+    "thalesgroup.com",
+    "airbus.com",
+    "barclays.co.uk",
+    "gmx.de",
+    "nato.int",
+    "europa.eu",
+    "usps.com",
     "mod.uk",
 ]
 # The dnstwist wheel ships no dictionaries: supply a TLD list (with the .mil/.ml pair) and a word list.
-TLDS = ["ml", "il", "mil", "com", "net", "org", "co", "cm", "io", "uk", "de", "fr", "xyz", "top", "info",
-        "biz", "us", "ru", "cn", "online", "site", "app", "eu", "nl", "me", "tk", "ga", "cf", "gq", "au"]
+TLDS = [
+    "ml",
+    "il",
+    "mil",
+    "com",
+    "net",
+    "org",
+    "co",
+    "cm",
+    "io",
+    "uk",
+    "de",
+    "fr",
+    "xyz",
+    "top",
+    "info",
+    "biz",
+    "us",
+    "ru",
+    "cn",
+    "online",
+    "site",
+    "app",
+    "eu",
+    "nl",
+    "me",
+    "tk",
+    "ga",
+    "cf",
+    "gq",
+    "au",
+]
 # Half of these are in resolverguard/data/dictionary-words.txt, half are not: an honest estimate.
-WORDS = ["login", "secure", "mail", "portal", "online", "support", "account", "verify", "webmail", "sso",
-         "shop", "store", "blog", "news", "cloud", "test", "data", "tech", "career", "jobs"]
-SINGLE_EDIT = ["addition", "bitsquatting", "hyphenation", "insertion", "omission", "plural", "repetition",
-               "replacement", "transposition", "vowel-swap"]
+WORDS = [
+    "login",
+    "secure",
+    "mail",
+    "portal",
+    "online",
+    "support",
+    "account",
+    "verify",
+    "webmail",
+    "sso",
+    "shop",
+    "store",
+    "blog",
+    "news",
+    "cloud",
+    "test",
+    "data",
+    "tech",
+    "career",
+    "jobs",
+]
+SINGLE_EDIT = [
+    "addition",
+    "bitsquatting",
+    "hyphenation",
+    "insertion",
+    "omission",
+    "plural",
+    "repetition",
+    "replacement",
+    "transposition",
+    "vowel-swap",
+]
 OTHER = ["cyrillic", "homoglyph", "subdomain", "various", "tld-swap", "dictionary"]
 LOG_ONLY = {"dictionary"}  # found, but log-only by default (docs/typo.md)
 SINGLE_TARGET, TWO_EDIT_TARGET, SWAP_TARGET, FP_TARGET = 0.99, 0.90, 0.95, 0.0002
@@ -141,14 +237,14 @@ def _one_edit(label: str, rng: random.Random) -> str:
     i = rng.randrange(len(label))
     kind = rng.choice(("delete", "insert", "substitute", "swap", "double"))
     if kind == "delete" and len(label) > 1:
-        return label[:i] + label[i + 1:]
+        return label[:i] + label[i + 1 :]
     if kind == "insert":
         return label[:i] + rng.choice(_LETTERS) + label[i:]
     if kind == "swap" and i < len(label) - 1:
-        return label[:i] + label[i + 1] + label[i] + label[i + 2:]
+        return label[:i] + label[i + 1] + label[i] + label[i + 2 :]
     if kind == "double":
         return label[:i] + label[i] + label[i:]
-    return label[:i] + rng.choice(_LETTERS.replace(label[i], "")) + label[i + 1:]
+    return label[:i] + rng.choice(_LETTERS.replace(label[i], "")) + label[i + 1 :]
 
 
 def _mutations(label: str, rng: random.Random) -> dict[str, list[str]]:
@@ -157,7 +253,7 @@ def _mutations(label: str, rng: random.Random) -> dict[str, list[str]]:
     if len(label) >= 8:
         out["two edits (8+)"] = [_one_edit(_one_edit(label, rng), rng) for _ in range(30)]
     vowels = [i for i in range(len(label) - 1) if label[i] in "aeiou" and label[i + 1] in "aeiou"]
-    out["vowel pair"] = [label[:i] + label[i + 1] + label[i] + label[i + 2:] for i in vowels]
+    out["vowel pair"] = [label[:i] + label[i + 1] + label[i] + label[i + 2 :] for i in vowels]
     out["numeral"] = [label.replace(d, w, 1) for d, w in _NUMBER_WORDS.items() if d in label]
     return out
 
@@ -183,7 +279,9 @@ def test_property_recall_of_simple_random_mutations(guard: TypoGuard, capsys: py
                 else:
                     misses.setdefault(kind, []).append(name)
     with capsys.disabled():
-        print(_table("simple random mutations (own generator, seed 11)", [(k, t, h, 0) for k, (t, h) in counts.items()]))
+        print(
+            _table("simple random mutations (own generator, seed 11)", [(k, t, h, 0) for k, (t, h) in counts.items()])
+        )
         for kind, missed in sorted(misses.items()):
             print(f"  missed {kind}: {len(missed)} e.g. {missed[:6]}")
     assert counts["one edit"][1] / counts["one edit"][0] >= SINGLE_TARGET, misses.get("one edit")
@@ -211,13 +309,28 @@ def test_false_positive_rate_on_a_legitimate_corpus(guard: TypoGuard, capsys: py
     blocked = [(d, m.protected, m.typo_class) for d in corpus if (m := guard.find_neighbour(d)) and m.blocks]
     rate = len(blocked) / len(corpus)
     with capsys.disabled():
-        print(f"\nfalse positives on freemail {metadata.version('freemail')} ({len(corpus)} domains, {len(unseen)} "
-              f"not in the shipped data): {len(blocked)} = {rate:.3%} (target <= {FP_TARGET:.2%}) {blocked}")
+        print(
+            f"\nfalse positives on freemail {metadata.version('freemail')} ({len(corpus)} domains, {len(unseen)} "
+            f"not in the shipped data): {len(blocked)} = {rate:.3%} (target <= {FP_TARGET:.2%}) {blocked}"
+        )
     assert rate <= FP_TARGET, blocked
 
 
-NEAR_MISS = ["mail.com", "email.com", "hotmail.fr", "ncloud.com", "ymail.com", "gmx.com", "aon.com", "outlook.de",
-             "yahoo.at", "live.de", "aol.de", "amazon.ae", "paypal.de"]
+NEAR_MISS = [
+    "mail.com",
+    "email.com",
+    "hotmail.fr",
+    "ncloud.com",
+    "ymail.com",
+    "gmx.com",
+    "aon.com",
+    "outlook.de",
+    "yahoo.at",
+    "live.de",
+    "aol.de",
+    "amazon.ae",
+    "paypal.de",
+]
 HOSTS = ["", "smtp.", "mail.", "imap.", "mx.", "autodiscover.", "www.", "mx1.mail."]
 
 
