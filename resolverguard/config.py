@@ -275,6 +275,10 @@ class Config:
     locations: Mapping[str, str] = field(default_factory=dict, compare=False)  # field -> "file:line"
     overridden: tuple[str, ...] = field(default=(), compare=False)  # file keys a flag replaced, for a WARNING
 
+    def export_dir(self) -> str:
+        """Where the export keeps its serial and journal: [export] state_dir, else <state_dir>/export; "" = none."""
+        return self.export_state_dir or (str(Path(self.state_dir) / "export") if self.state_dir else "")
+
     def where(self, name: str) -> str:
         """Where the value of field `name` was set: "file:line: [section] key", or the key alone."""
         return self.locations.get(name) or _written(_SCHEMA[name].metadata["toml"])

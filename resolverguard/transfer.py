@@ -401,7 +401,7 @@ def setup_export(cfg: Config, current: Callable[[], Policy], registry: object) -
     if cfg.export_tsig:
         t = cfg.export_tsig
         tsig = load_tsig(t["name"], t.get("algorithm", "hmac-sha256"), t["secret_file"])
-    state_dir = cfg.export_state_dir or tempfile.mkdtemp(prefix="resolverguard-export-")
+    state_dir = cfg.export_dir() or tempfile.mkdtemp(prefix="resolverguard-export-")
     try:
         journal = Journal(state_dir, keep=cfg.export_journal_versions)
     except OSError as exc:
@@ -430,7 +430,7 @@ def setup_export(cfg: Config, current: Callable[[], Policy], registry: object) -
     export = ZoneExport(
         cfg.export_origin, cfg.export_clients, current, journal=journal, tsig=tsig, notifier=notifier, metrics=metrics
     )
-    export.temporary = not cfg.export_state_dir
+    export.temporary = not cfg.export_dir()
     return export
 
 

@@ -29,7 +29,7 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="resolverguard-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
     # One export state directory for all workers: the same serial, journal and notify state everywhere.
-    export_dir = "" if cfg.export_state_dir else tempfile.mkdtemp(prefix="resolverguard-export-")
+    temporary = "" if cfg.export_dir() else tempfile.mkdtemp(prefix="resolverguard-export-")  # removed at exit
     try:
         from .reload import load_policy
 
@@ -38,13 +38,13 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
             cfg,
             listen=tuple(_concrete(ep) for ep in cfg.listen),
             metrics=None,
-            export_state_dir=cfg.export_state_dir or export_dir,
+            export_state_dir=cfg.export_dir() or temporary,
         )
         return _run_workers(cfg, worker_cfg, run)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        if export_dir:
-            shutil.rmtree(export_dir, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import dns.message
@@ -14,10 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from resolverguard import wire
+from resolverguard.config import Config
 from resolverguard.errors import ConfigError
 from resolverguard.export import build_rpz
 from resolverguard.journal import Journal
-from resolverguard.transfer import ExportMetrics, ZoneExport, load_tsig
+from resolverguard.transfer import ExportMetrics, ZoneExport, load_tsig, setup_export
 
 ORIGIN = "rpz.resolverguard."
 SECRET = base64.b64encode(b"k" * 32).decode()
@@ -147,3 +149,13 @@ def test_signed_axfr_over_many_messages_verifies(tmp_path: Path, secret_file: Pa
     replies = ask(export, signed("AXFR"))
     assert len(replies) > 1 and all(r.had_tsig for r in replies)
     assert sum(len(rr) for r in replies for rr in r.answer) == 2 * 1500 + 3
+
+
+def test_export_state_lives_under_the_state_dir_and_survives_close(tmp_path: Path) -> None:
+    cfg = replace(Config(), state_dir=str(tmp_path / "state"))
+    export = setup_export(cfg, lambda: None, CollectorRegistry())
+    assert export.journal.dir == tmp_path / "state" / "export" and export.journal.dir.is_dir()
+    export.close()
+    assert export.journal.dir.is_dir()  # the operator's state, not a temporary directory
+    explicit = replace(cfg, export_state_dir=str(tmp_path / "elsewhere"))
+    assert setup_export(explicit, lambda: None, CollectorRegistry()).journal.dir == tmp_path / "elsewhere"
