@@ -160,7 +160,7 @@ class App:
             tcp_idle_timeout=cfg.tcp_idle_timeout,
             tcp_max_connections=cfg.tcp_max_connections,
             max_inflight=cfg.max_inflight,
-            axfr=export.answer if export else None,
+            export=export,
         )
         self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
         if cfg.metrics:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import dns.exception
 
@@ -15,6 +17,9 @@ from . import wire
 from .errors import ResolverGuardError
 from .metrics import Metrics
 from .pipeline import Answer, Pipeline
+
+if TYPE_CHECKING:
+    from .transfer import ZoneExport
 
 log = logging.getLogger(__name__)
 Payload = bytes | list[bytes] | None  # one reply, an AXFR's messages, or nothing
@@ -32,7 +37,7 @@ class Server:
         tcp_idle_timeout: float = 10.0,
         tcp_max_connections: int = 1000,
         max_inflight: int = 10_000,
-        axfr: Callable[[wire.Query], list[bytes] | None] | None = None,
+        export: ZoneExport | None = None,
     ) -> None:
         self.pipeline, self.metrics = pipeline, metrics
         self.tcp_idle_timeout, self.tcp_max_connections, self.max_inflight = (
@@ -40,7 +45,9 @@ class Server:
             tcp_max_connections,
             max_inflight,
         )
-        self.axfr = axfr
+        self.export = export
+        # zone transfers are built off the event loop (a 1M-rule AXFR takes a minute), one at a time
+        self.transfer_slot = asyncio.Semaphore(1)
         self.inflight: set[asyncio.Task] = set()
         self.tcp_connections: OrderedDict[TcpConnection, None] = OrderedDict()
         self.closers: list[Callable[[], None]] = []
@@ -95,8 +102,11 @@ class Server:
         try:
             query = wire.parse_query(data, client, tcp)
             self.metrics.query("tcp" if tcp else "udp", query.qtype)
-            if self.axfr is not None and (msgs := self.axfr(query)) is not None:  # the exported policy zone
-                send(msgs if tcp else msgs[0])
+            if self.export is not None and self.export.is_transfer(query):  # AXFR/IXFR of the export zone
+                self._track(self._transfer(query, send, started))
+                return
+            if self.export is not None and (msgs := self.export.answer(query)) is not None:  # its SOA
+                send(msgs[0])
                 self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
                 return
             answer = self.pipeline.answer_now(query)
@@ -104,9 +114,7 @@ class Server:
                 if len(self.inflight) >= self.max_inflight:
                     answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
                 else:
-                    task = asyncio.ensure_future(self._forward(query, send, started))
-                    self.inflight.add(task)
-                    task.add_done_callback(self.inflight.discard)
+                    self._track(self._forward(query, send, started))
                     return
         except wire.BadVersion:  # EDNS version > 0: BADVERS before policy and cache (RFC 6891 6.1.3)
             answer = Answer(wire.badvers_reply(data), "formerr")
@@ -125,6 +133,22 @@ class Server:
             self.metrics.internal_errors.inc()
             answer = Answer(wire.error_reply(data, wire.SERVFAIL), "servfail")
         self._send(answer, query, send, started)
+
+    def _track(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _transfer(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
+        try:
+            async with self.transfer_slot:
+                msgs = await _in_daemon_thread(self.export.answer, query)
+        except Exception:  # same rule as answer(): log, count, SERVFAIL
+            log.exception("internal error in a zone transfer client=%s", query.client)
+            self.metrics.internal_errors.inc()
+            msgs = [wire.reply_for(query, wire.SERVFAIL)]
+        send(msgs)
+        self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
 
     async def _forward(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
         try:
@@ -313,3 +337,26 @@ class TcpConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.server.tcp_connections.pop(self, None)
+
+
+def _in_daemon_thread(fn: Callable, *args) -> asyncio.Future:
+    """fn(*args) in a daemon thread (shutdown never waits for it), its result as a future of this loop."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def work() -> None:
+        try:
+            outcome = (fn(*args), None)
+        except BaseException as exc:  # handed to the awaiting coroutine, which logs and answers SERVFAIL
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed meanwhile (shutdown): nobody waits for this reply
+            pass
+
+    threading.Thread(target=work, name="transfer", daemon=True).start()
+    return future

@@ -267,6 +267,10 @@ class ZoneExport:
 
     # ---- answering
 
+    def is_transfer(self, query: wire.Query) -> bool:
+        """An AXFR or IXFR of the export zone over TCP: the server builds its reply off the event loop."""
+        return query.qtype in (251, 252) and query.tcp and query.qname == self.origin
+
     def answer(self, query: wire.Query) -> list[bytes] | None:
         """Replies for a transfer or SOA query of the export origin; None for every other query."""
         if query.qtype not in TRANSFER_QTYPES or query.qname != self.origin:  # qtype first: qname is decoded lazily
