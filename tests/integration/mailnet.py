@@ -11,12 +11,12 @@ import ctypes
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from fakes import FakeUpstream
+from polling import wait_until
 from realprog import in_ci, require_program
 
 CLONE_NEWNET = 0x40000000
@@ -36,14 +36,8 @@ def require_root_netns() -> str:
 
 
 def poll(check, what: str, deadline: float = 60.0):
-    """check() until it returns something true; fail naming what was awaited."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    """check() until it returns something true (polling.wait_until, with the mail tests' longer deadline)."""
+    return wait_until(check, what, timeout=deadline, interval=0.1)
 
 
 def unfolded(text: str) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import dns.rcode
+from polling import wait_until
 
 
 def _config(tmp_path, upstream) -> str:
@@ -17,16 +17,6 @@ def _config(tmp_path, upstream) -> str:
         f'state_dir = "{tmp_path / "state"}"\nprotect = ["mil"]\nupstreams = ["{upstream.address}"]\n', encoding="utf-8"
     )
     return str(path)
-
-
-def _until(predicate, what: str, seconds: float = 10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_guard_learns_mil_labels_from_answers(tmp_path, upstream, start_guard):
@@ -38,7 +28,7 @@ def test_guard_learns_mil_labels_from_answers(tmp_path, upstream, start_guard):
     assert guard.query("nosuch.mil", "A").rcode() == dns.rcode.NXDOMAIN  # NXDOMAIN teaches nothing
     assert guard.query("mail.jfhq.mil", "A").rcode() == dns.rcode.NOERROR
     state = tmp_path / "state" / "learned-labels.txt"
-    _until(lambda: state.exists() and "mil jfhq" in state.read_text(), "the learned label on disk")
+    wait_until(lambda: state.exists() and "mil jfhq" in state.read_text(), "the learned label on disk")
     assert "nosuch" not in state.read_text()
     assert guard.query("jfhq.ml", "A").rcode() == dns.rcode.NXDOMAIN  # blocked from now on, not remembered
     assert guard.query("mail.jfhq.ml", "A").rcode() == dns.rcode.NXDOMAIN
