@@ -92,9 +92,13 @@ class Servers:
         self.wd = wd
 
     def __enter__(self) -> Servers:
-        self.nsd = self._nsd()
-        self.unbound = self._unbound()
-        self.guard = self._guard()
+        try:
+            self.nsd = self._nsd()
+            self.unbound = self._unbound()
+            self.guard = self._guard()
+        except BaseException:  # __exit__ is not called when __enter__ fails: stop what did start
+            self.__exit__()
+            raise
         out = subprocess.run([_which("unbound"), "-V"], capture_output=True, text=True).stdout.split()
         self.unbound_version = out[1] if len(out) > 1 else "?"
         return self
