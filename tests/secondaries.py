@@ -8,8 +8,6 @@ The guard side: a TSIG-protected export with NOTIFY to the secondary and a journ
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.tsigkeyring
-from fakes import GUARD_CMD, Guard, free_port
+from fakes import GUARD_CMD, Guard, free_port, stop_process
 
 ORIGIN = "rpz.resolverguard."
 KEY_NAME = "guard-key."
@@ -43,13 +41,7 @@ class Daemon:
     log: Path
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
+        stop_process(self.proc, timeout=timeout)
 
     def logs(self) -> str:
         out = []

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import GUARD_CMD, ROOT, free_port
+from fakes import GUARD_CMD, ROOT, free_port, stop_process
 from realprog import require_program
 
 UNIT = ROOT / "docs" / "resolverguard.service"
@@ -64,15 +64,9 @@ class Process:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc)
         self.reader.join(2)
-        return self.proc.returncode
+        return code
 
 
 QUERY_BOTH = """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import dns.rcode
 import pytest
-from fakes import free_port
+from fakes import free_port, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 from realprog import require_program
 
@@ -210,13 +209,7 @@ class Prometheus:
         return data["result"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def exposed_names(metrics_text: str) -> set[str]:
