@@ -101,6 +101,7 @@ def test_failover_under_load_and_recovery(tmp_path, start_guard, upstreams, fail
     assert (
         m[f'resolverguard_upstream_errors_total{{kind="timeout",upstream="{first.address}"}}']
         + m[f'resolverguard_upstream_errors_total{{kind="error",upstream="{first.address}"}}']
+        + m[f'resolverguard_upstream_errors_total{{kind="refused",upstream="{first.address}"}}']  # ICMP unreachable
         >= 1
     )
 
