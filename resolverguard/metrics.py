@@ -1,161 +1,162 @@
-"""Every Prometheus metric of resolverguard, declared against an injected registry, and the /metrics server."""
+"""Every metric of resolverguard, counted in place in a Tally and exported at scrape time; the /metrics server."""
 
 from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics, start_http_server
 
 from . import __version__
-from .codes import OTHER_QTYPE, QTYPES, RPZ_ACTIONS, Action, Outcome, Qtype, Rcode, SinkMode, TypoPolicy, rcode_name
+from .codes import (
+    OTHER_QTYPE,
+    QTYPE_NUMBERS,
+    QTYPES,
+    RPZ_ACTIONS,
+    Action,
+    Outcome,
+    Qtype,
+    Rcode,
+    SinkMode,
+    TypoPolicy,
+    rcode_name,
+)
+from .tally import Tally, TallyCollector, WorkersCollector
 
-disable_created_metrics()  # no *_created series: one per counter child doubled /metrics and meant nothing here
+disable_created_metrics()  # no *_created series from the metrics still kept by prometheus_client (export)
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # --workers: each worker's tally is a file there (and export metrics)
 OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry an outcome metrics lack
 RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
 UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
+LATENCY_BUCKETS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds for compiled code
 
 
-def rcode_label(reply: bytes | None) -> Rcode:
-    if not reply or len(reply) < 4:
-        return Rcode.NONE
-    return rcode_name(reply[3] & 0xF)
+def bucket_index(seconds: float) -> int:
+    """The latency bucket of an observation: the first bound >= seconds; len(LATENCY_BUCKETS) is +Inf."""
+    return bisect_left(LATENCY_BUCKETS, seconds)
 
 
 class Metrics:
-    """All metrics, with every known label combination created at start so dashboards show 0."""
+    """All metrics, with every known label combination created at start so dashboards show 0.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    Recording is `counts[slot] += 1` on the tally (no lock: one event loop thread counts, the /metrics thread
+    only reads). The slot methods below are the layout compiled code counts into.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, directory: str | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
-        self.queries = Counter("resolverguard_queries_total", "Queries received", ["transport", "qtype"], registry=r)
-        self.responses = Counter(
-            "resolverguard_responses_total", "Responses by outcome and rcode", ["outcome", "rcode"], registry=r
+        t = self.tally = Tally(directory if directory is not None else os.environ.get(MULTIPROC_DIR))
+        self.counts = t.counts  # int64 slots, buffer protocol format 'q'; never resized
+        self.queries = t.counter("resolverguard_queries_total", "Queries received", ["transport", "qtype"])
+        self.responses = t.counter(
+            "resolverguard_responses_total", "Responses by outcome and rcode", ["outcome", "rcode"]
         )
-        self.duration = Histogram(
+        self.duration = t.histogram(
             "resolverguard_request_duration_seconds",
             "Time from query received to reply sent",
             ["outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.typo_blocks = Counter(
+        self.typo_blocks = t.counter(
             "resolverguard_typo_blocks_total",
             "Lookups of typo-neighbours blocked, by the protected domain they resemble",
             ["protected_domain", "typo_class", "action", "qtype"],
-            registry=r,
         )
-        self.typo_would_block = Counter(
+        self.typo_would_block = t.counter(
             "resolverguard_typo_would_block_total",
             "Typo-neighbour lookups let through in log-only mode",
             ["protected_domain", "typo_class", "qtype"],
-            registry=r,
         )
-        self.typo_learned_labels = Gauge(
+        self.typo_learned_labels = t.gauge(
             "resolverguard_typo_learned_labels",
             "Second-level labels learned under protected whole TLDs (mil)",
-            registry=r,
-            multiprocess_mode="max",
+            mode="max",
         )
-        self.rpz_hits = Counter(
-            "resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"], registry=r
+        self.rpz_hits = t.counter("resolverguard_rpz_hits_total", "Override (RPZ) rule hits", ["zone", "action"])
+        self.upstream_duration = t.histogram(
+            "resolverguard_upstream_request_duration_seconds", "Upstream exchange time", ["upstream"], LATENCY_BUCKETS
         )
-        self.upstream_duration = Histogram(
-            "resolverguard_upstream_request_duration_seconds",
-            "Upstream exchange time",
-            ["upstream"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.upstream_responses = t.counter(
+            "resolverguard_upstream_responses_total", "Upstream replies by rcode", ["upstream", "rcode"]
         )
-        self.upstream_responses = Counter(
-            "resolverguard_upstream_responses_total", "Upstream replies by rcode", ["upstream", "rcode"], registry=r
-        )
-        self.upstream_errors = Counter(
+        self.upstream_errors = t.counter(
             "resolverguard_upstream_errors_total",
             "Upstream failures and rejected (spoofed) replies",
             ["upstream", "kind"],
-            registry=r,
         )
-        self.upstream_up = Gauge(
-            "resolverguard_upstream_up",
-            "1 while the upstream is considered healthy",
-            ["upstream"],
-            registry=r,
-            multiprocess_mode="min",
+        self.upstream_up = t.gauge(
+            "resolverguard_upstream_up", "1 while the upstream is considered healthy", ["upstream"], mode="min"
         )
-        self.cache_requests = Counter("resolverguard_cache_requests_total", "Cache look-ups", registry=r)
-        self.cache_hits = Counter("resolverguard_cache_hits_total", "Cache look-ups answered from cache", registry=r)
-        self.cache_entries = Gauge(
-            "resolverguard_cache_entries", "Replies held in the cache", registry=r, multiprocess_mode="sum"
+        # hits are resolverguard_responses_total{outcome="cached"}
+        self.cache_requests = t.counter("resolverguard_cache_requests_total", "Cache look-ups")
+        self.cache_entries = t.gauge("resolverguard_cache_entries", "Replies held in the cache", mode="sum")
+        self.malformed = t.counter("resolverguard_malformed_total", "Malformed packets by kind", ["kind"])
+        self.tcp_rejected = t.counter(
+            "resolverguard_tcp_rejected_total", "TCP connections closed at once: connection cap reached"
         )
-        self.malformed = Counter("resolverguard_malformed_total", "Malformed packets by kind", ["kind"], registry=r)
-        self.ratelimited = Counter(
-            "resolverguard_ratelimited_total", "Queries refused by the client rate limit", registry=r
-        )
-        self.tcp_rejected = Counter(
-            "resolverguard_tcp_rejected_total", "TCP connections closed at once: connection cap reached", registry=r
-        )
-        self.sink_rejections = Counter(
+        self.sink_rejections = t.counter(
             "resolverguard_sink_rejections_total",
             "Recipients the SMTP sink refused, by the protected domain they resemble",
             ["protected_domain", "typo_class", "mode"],
-            registry=r,
         )
-        self.sink_sessions = Gauge(
-            "resolverguard_sink_sessions", "Open SMTP sink sessions", registry=r, multiprocess_mode="sum"
+        self.sink_sessions = t.gauge("resolverguard_sink_sessions", "Open SMTP sink sessions", mode="sum")
+        self.sink_sessions_refused = t.counter(
+            "resolverguard_sink_sessions_refused_total", "SMTP sink connections answered 421: session cap reached"
         )
-        self.sink_sessions_refused = Counter(
-            "resolverguard_sink_sessions_refused_total",
-            "SMTP sink connections answered 421: session cap reached",
-            registry=r,
+        self.internal_errors = t.counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions")
+        self.reloads = t.counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"])
+        self.last_reload = t.gauge(
+            "resolverguard_policy_last_reload_timestamp_seconds", "Unix time of the last successful policy load"
         )
-        self.internal_errors = Counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions", registry=r)
-        self.reloads = Counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"], registry=r)
-        self.last_reload = Gauge(
-            "resolverguard_policy_last_reload_timestamp_seconds",
-            "Unix time of the last successful policy load",
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self.rules = Gauge(
-            "resolverguard_policy_rules",
-            "Override rules loaded, by zone",
-            ["zone"],
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self.protected = Gauge(
-            "resolverguard_protected_domains", "Protected domains loaded", registry=r, multiprocess_mode="max"
-        )
-        self.build_info = Gauge(
-            "resolverguard_build_info", "Build metadata; always 1", ["version"], registry=r, multiprocess_mode="max"
-        )
+        self.rules = t.gauge("resolverguard_policy_rules", "Override rules loaded, by zone", ["zone"])
+        self.protected = t.gauge("resolverguard_protected_domains", "Protected domains loaded")
+        self.build_info = t.gauge("resolverguard_build_info", "Build metadata; always 1", ["version"])
         self.build_info.labels(__version__).set(1)
         for kind in MALFORMED:
             self.malformed.labels(kind)
         for result in ("success", "failure"):
             self.reloads.labels(result)
-        for outcome in OUTCOMES:
-            self.duration.labels(outcome)
-        self._responses = {}
-        self._durations = {o: self.duration.labels(o) for o in OUTCOMES}
-        for outcome in OUTCOMES:
-            for rcode in RCODES:
-                self._responses[outcome, rcode] = self.responses.labels(outcome, rcode)
-        self._queries = {(t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*Qtype, OTHER_QTYPE)}
+        # the hot path's slots, resolved once: per transport, qtype number -> slot (and the slot of "other")
+        self._queries = {
+            transport: (
+                {QTYPE_NUMBERS[q]: self.query_slot(transport, QTYPE_NUMBERS[q]) for q in Qtype},
+                self.queries.labels(transport, OTHER_QTYPE).slot,
+            )
+            for transport in TRANSPORTS
+        }
+        # per outcome: the response slot of each rcode nibble (16: no reply), first bucket, sum slot
+        self._outcomes = {
+            o: (
+                tuple(self.response_slot(o, rcode_name(n)) for n in range(16)) + (self.response_slot(o, Rcode.NONE),),
+                *self.duration_slots(o),
+            )
+            for o in OUTCOMES
+        }
+        r.register(TallyCollector(t))
+
+    def query_slot(self, transport: str, qtype: int) -> int:
+        """The slot of resolverguard_queries_total{transport, qtype} (an unnamed qtype number is "other")."""
+        return self.queries.labels(transport, QTYPES.get(qtype, OTHER_QTYPE)).slot
+
+    def response_slot(self, outcome: str, rcode: Rcode | str) -> int:
+        """The slot of resolverguard_responses_total{outcome, rcode}."""
+        return self.responses.labels(outcome, rcode).slot
+
+    def duration_slots(self, outcome: str) -> tuple[int, int]:
+        """resolverguard_request_duration_seconds{outcome}: the slot of its first bucket counter, and its sum slot.
+
+        len(LATENCY_BUCKETS) + 1 non-cumulative counters (the last is +Inf; see bucket_index), then the sum in
+        integer nanoseconds; the collector makes the buckets cumulative and the sum seconds.
+        """
+        first = self.duration.labels(outcome).slot
+        return first, first + len(LATENCY_BUCKETS) + 1
 
     def declare_policy(
         self,
@@ -203,11 +204,16 @@ class Metrics:
                 self.upstream_responses.labels(name, rcode)
 
     def query(self, transport: str, qtype: int) -> None:
-        self._queries[transport, QTYPES.get(qtype, OTHER_QTYPE)].inc()
+        slots, other = self._queries[transport]
+        self.counts[slots.get(qtype, other)] += 1
 
     def response(self, outcome: str, reply: bytes | None, seconds: float) -> None:
-        self._responses[outcome, rcode_label(reply)].inc()
-        self._durations[outcome].observe(seconds)
+        """One response (rcode read from the reply; None or short: "none") and its duration."""
+        rcodes, first, total = self._outcomes[outcome]
+        counts = self.counts
+        counts[rcodes[reply[3] & 0xF] if reply is not None and len(reply) > 3 else rcodes[16]] += 1
+        counts[first + bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts[total] += int(seconds * 1e9)
 
     def upstream(self, name: str, result: str, seconds: float) -> None:
         """Called by the upstream pool for every exchange: an rcode name or an error kind."""
@@ -231,11 +237,13 @@ class Metrics:
 
 
 def serve(registry: CollectorRegistry | None, host: str, port: int) -> None:
-    """Serve /metrics from a background thread (aggregating workers in multiprocess mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """Serve /metrics from a background thread (in the --workers supervisor: the workers' files added up)."""
+    directory = os.environ.get(MULTIPROC_DIR)
+    if directory:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(WorkersCollector(directory))
+        multiprocess.MultiProcessCollector(registry)  # the metrics still kept by prometheus_client (export)
         ProcessCollector(registry=registry)  # the supervisor's own process
     start_http_server(port, addr=host, registry=registry)

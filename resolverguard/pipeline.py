@@ -86,13 +86,12 @@ class RateLimit:
         burst: float,
         exempt: Sequence[str],
         action: str,
-        metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.qps, self.burst = qps, max(burst, qps)
         self.exempt = Access(exempt)
         self.drop = action == Action.DROP
-        self.metrics, self.clock = metrics, clock
+        self.clock = clock
         self.buckets: dict[str, tuple[float, float]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
@@ -106,8 +105,7 @@ class RateLimit:
         if tokens >= 1:
             self.buckets[query.client] = (tokens - 1, now)
             return None
-        self.buckets[query.client] = (tokens, now)
-        self.metrics.ratelimited.inc()
+        self.buckets[query.client] = (tokens, now)  # counted as resolverguard_responses_total{outcome="ratelimited"}
         return Answer(None if self.drop else wire.reply_for(query, wire.REFUSED), Outcome.RATELIMITED)
 
 
@@ -204,21 +202,17 @@ class PolicyStage:
 
 
 class CacheStage:
-    """Answer from the reply cache; the forwarder fills it."""
+    """Answer from the reply cache; the forwarder fills it. Hits count as responses_total{outcome="cached"}."""
 
     name = "cache"
 
     def __init__(self, cache: Cache, metrics: Metrics) -> None:
-        self.cache, self.metrics = cache, metrics
-        self._requests, self._hits = metrics.cache_requests.inc, metrics.cache_hits.inc  # bound once: hot path
+        self.cache, self.counts, self.requests = cache, metrics.counts, metrics.cache_requests.slot
 
     def handle(self, query: wire.Query) -> Answer | None:
-        self._requests()
+        self.counts[self.requests] += 1
         reply = self.cache.get(query)
-        if reply is None:
-            return None
-        self._hits()
-        return Answer(reply, Outcome.CACHED)
+        return None if reply is None else Answer(reply, Outcome.CACHED)
 
 
 class Forwarder:
@@ -275,9 +269,7 @@ def build_pipeline(
     stages: list[Stage] = [Access(config.allow_clients)]  # not an open resolver: outsiders get REFUSED
     if config.ratelimit_qps > 0:  # before any work is spent on a flooding client
         stages.append(
-            RateLimit(
-                config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt, config.ratelimit_action, metrics
-            )
+            RateLimit(config.ratelimit_qps, config.ratelimit_burst, config.ratelimit_exempt, config.ratelimit_action)
         )
     stages.append(Sanity())  # ANY and transfers never reach policy or upstreams
     stages.append(SinkHost(sink))  # the host the sink MX names: answered here, never forwarded

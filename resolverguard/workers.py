@@ -23,11 +23,14 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
     """Fork cfg.workers processes that each run(cfg) on the same ports; forward TERM, INT and HUP to them.
 
     The parent validates the policy and binds nothing for long: a port 0 is turned into one concrete
-    free port first, so every worker joins the same SO_REUSEPORT group. Prometheus multiprocess mode
-    aggregates the workers' metrics; the parent serves /metrics. A worker that dies is restarted.
+    free port first, so every worker joins the same SO_REUSEPORT group. Each worker counts into a tally
+    file of one metrics directory (resolverguard.tally); the parent serves /metrics, adding the files up.
+    A worker that dies is restarted.
     """
     metrics_dir = tempfile.mkdtemp(prefix="resolverguard-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
+    # the workers' tallies go there, and (prometheus_client multiprocess mode) the export's metrics: set
+    # before prometheus_client is imported anywhere
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # One export state directory for all workers: the same serial, journal and notify state everywhere.
     temporary = "" if cfg.export_dir() else tempfile.mkdtemp(prefix="resolverguard-export-")  # removed at exit
     try:
@@ -48,8 +51,6 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
 
 
 def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) -> int:
-    from prometheus_client import multiprocess
-
     from . import metrics as metrics_mod
 
     children: dict[int, int] = {}  # pid -> worker number
@@ -100,7 +101,6 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
         number = children.pop(pid, None)
         if number is None:
             continue
-        multiprocess.mark_process_dead(pid)
         code = os.waitstatus_to_exitcode(status)
         if state["stopping"]:
             worst = max(worst, code if code > 0 else 0)

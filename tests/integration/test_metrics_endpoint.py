@@ -155,9 +155,7 @@ def test_known_series_exist_at_zero_before_any_query(upstream, start_guard, zone
     zero = [
         key("resolverguard_responses_total", outcome="blocked_typo", rcode="NXDOMAIN"),
         key("resolverguard_cache_requests_total"),
-        key("resolverguard_cache_hits_total"),
         key("resolverguard_cache_entries"),
-        key("resolverguard_ratelimited_total"),
         key("resolverguard_tcp_rejected_total"),
         key("resolverguard_internal_errors_total"),
         key("resolverguard_policy_reloads_total", result="failure"),
@@ -226,7 +224,6 @@ def test_each_outcome_moves_its_counters(upstream, start_guard, zones, tmp_path)
         {
             **counted("cached", "NOERROR"),
             key("resolverguard_cache_requests_total"): 1,
-            key("resolverguard_cache_hits_total"): 1,
         }
     )
 
@@ -367,7 +364,7 @@ def test_rate_limited_queries(upstream, start_guard, zones, tmp_path):
     wait_until(lambda: scrape(url).get(forwarded, 0) >= 1, "the first query's metrics")
     probe = Probe(url)
     assert guard.query("army.mil", "A").rcode() == dns.rcode.REFUSED
-    probe.expect({**counted("ratelimited", "REFUSED"), key("resolverguard_ratelimited_total"): 1})
+    probe.expect(counted("ratelimited", "REFUSED"))
 
 
 def test_policy_reload_results(upstream, start_guard, zones):

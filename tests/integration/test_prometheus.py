@@ -288,7 +288,11 @@ def test_dashboard_and_alert_queries_return_data_from_a_real_prometheus(upstream
         firing = f'ALERTS{{alertname="ResolverGuardTypoLookupBlocked",alertstate="firing",job="{JOB}"}}'
         alerts = prom.wait(lambda: len(r := prom.query(firing)) >= 2 and r, 20, "ResolverGuardTypoLookupBlocked")
         assert {a["metric"]["protected_domain"] for a in alerts} == {"army.mil", "gmail.com"}
-        hits = prom.wait(lambda: prom.query(f'resolverguard_cache_hits_total{{job="{JOB}"}} >= 3'), 10, "cache hits")
+        hits = prom.wait(
+            lambda: prom.query(f'sum(resolverguard_responses_total{{job="{JOB}",outcome="cached"}}) >= 3'),
+            10,
+            "cache hits",
+        )
         assert hits
 
         dash = dashboard()

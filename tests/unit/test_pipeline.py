@@ -66,14 +66,13 @@ class Clock:
 
 @pytest.mark.parametrize("action", [Action.REFUSED, Action.DROP])
 def test_ratelimit_token_bucket_exempt_networks_and_action(action):
-    clock, metrics = Clock(), Metrics()
-    stage = RateLimit(1.0, 2.0, ["10.0.0.0/8"], action, metrics, clock)
+    clock = Clock()
+    stage = RateLimit(1.0, 2.0, ["10.0.0.0/8"], action, clock)
     assert stage.handle(query(client="192.0.2.1")) is None
     assert stage.handle(query(client="192.0.2.1")) is None
     limited = stage.handle(query(client="192.0.2.1"))
     assert limited is not None and limited.outcome is Outcome.RATELIMITED
     assert (limited.reply is None) == (action == Action.DROP)
-    assert value(metrics, "resolverguard_ratelimited_total") == 1
     assert stage.handle(query(client="192.0.2.2")) is None  # per client
     assert all(stage.handle(query(client="10.1.2.3")) is None for _ in range(10))  # exempt
     clock.now += 1.0  # one token back
@@ -146,7 +145,7 @@ def test_policy_stage_forgets_decisions_when_the_policy_changes():
     assert stage.handle(query("army.ml")) is None
 
 
-def test_cache_stage_counts_requests_and_hits():
+def test_cache_stage_counts_requests():
     cache, metrics = Cache(), Metrics()
     stage = CacheStage(cache, metrics)
     q = query("cached.example")
@@ -154,8 +153,7 @@ def test_cache_stage_counts_requests_and_hits():
     cache.put(q, upstream_reply(q))
     hit = stage.handle(query("cached.example"))
     assert hit is not None and hit.outcome is Outcome.CACHED
-    assert value(metrics, "resolverguard_cache_requests_total") == 2
-    assert value(metrics, "resolverguard_cache_hits_total") == 1
+    assert value(metrics, "resolverguard_cache_requests_total") == 2  # hits: responses_total{outcome="cached"}
 
 
 class Pool:

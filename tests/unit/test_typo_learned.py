@@ -81,4 +81,4 @@ def test_learner_learns_from_answers_only(tmp_path: Path) -> None:
     assert policy.guard.learned_count == 0 and not Path(path).exists()
     learner(*reply("mail.jfhq.mil", dns.rcode.NOERROR, True))
     assert policy.guard.learned_count == 1 and learned.load(path) == {"mil": {"jfhq"}}
-    assert metrics.typo_learned_labels._value.get() == 1
+    assert metrics.registry.get_sample_value("resolverguard_typo_learned_labels") == 1
