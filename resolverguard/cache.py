@@ -61,13 +61,15 @@ class Cache:
         """Store an upstream reply if it may be cached; return whether it was."""
         return self.store(query, reply)[1]
 
-    def store(self, query: wire.Query, reply: bytes) -> tuple[bytes, bool]:
-        """The reply as clients get it (no TTL above max_ttl) and whether it was cached."""
-        try:
-            scan = wire.scan_reply(reply)
-        except wire.MalformedQuery:
-            return reply, False
-        if scan.ttl_offsets and max(wire.record_ttls(reply, scan.ttl_offsets)) > self.max_ttl:
+    def store(self, query: wire.Query, reply: bytes, scan: wire.ReplyScan | None = None) -> tuple[bytes, bool]:
+        """The reply as clients get it (no TTL above max_ttl) and whether it was cached; scan: the reply's, if the
+        caller has it (wire.forwarded), else it is scanned here."""
+        if scan is None:
+            try:
+                scan = wire.scan_reply(reply)
+            except wire.MalformedQuery:
+                return reply, False
+        if scan.top > self.max_ttl:
             reply = wire.cap_ttls(reply, scan.ttl_offsets, self.max_ttl)
         if scan.truncated:
             return reply, False

@@ -231,17 +231,44 @@ class Forwarder:
         self.on_answer = on_answer  # sees every upstream reply (the typo guard learns .mil labels)
 
     async def resolve(self, query: wire.Query) -> Answer:
+        """The answer to a forwarded query (the coroutine form of forward())."""
         try:
             reply = await self.pool.resolve(query)
         except UpstreamError as exc:
-            log.debug("all upstreams failed qname=%s error=%s", query.qname, exc)
-            stale = self.cache.get(query, stale=True)
-            if stale is not None:
-                return Answer(stale, Outcome.STALE)
-            return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), Outcome.SERVFAIL)
-        reply, stored = self.cache.store(query, reply)
-        if stored:
-            self.metrics.cache_entries.set(len(self.cache))
+            return self.failed(query, exc)
+        return self.answered(query, reply)
+
+    def forward(self, query: wire.Query, done: Callable[[Answer | Exception], None]) -> None:
+        """resolve() without a task: done(answer) is called once, from the pool's callback (or now); with an
+        exception instead of an answer when something in the guard failed (for the server to log)."""
+
+        def settle(result: bytes | Exception) -> None:
+            try:
+                if isinstance(result, bytes):
+                    answer = self.answered(query, result)
+                elif isinstance(result, UpstreamError):
+                    answer = self.failed(query, result)
+                else:
+                    answer = result
+            except Exception as exc:  # passed on to the server's catch-all
+                answer = exc
+            done(answer)
+
+        self.pool.submit(query, settle)
+
+    def failed(self, query: wire.Query, exc: UpstreamError) -> Answer:
+        log.debug("all upstreams failed qname=%s error=%s", query.qname, exc)
+        stale = self.cache.get(query, stale=True)
+        if stale is not None:
+            return Answer(stale, Outcome.STALE)
+        return Answer(wire.reply_for(query, wire.SERVFAIL, ede=(exc.ede, str(exc))), Outcome.SERVFAIL)
+
+    def answered(self, query: wire.Query, reply: bytes) -> Answer:
+        reply, scan = wire.forwarded(reply, query.flags & wire.CD)  # one walk: cleaned, and scanned for the cache
+        if scan is not None:
+            reply, stored = self.cache.store(query, reply, scan)
+            if stored:
+                self.metrics.cache_entries.set(len(self.cache))
         if self.on_answer is not None:
             self.on_answer(query, reply)
         return Answer(reply, Outcome.FORWARDED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Policy:
         )
 
 
+@functools.lru_cache(maxsize=4096)  # per client, not per query: parsing an address is most of a decision's cost
 def _address(client: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not client:
         return None

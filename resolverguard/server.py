@@ -48,7 +48,9 @@ class Server:
         self.export = export
         # zone transfers are built off the event loop (a 1M-rule AXFR takes a minute), one at a time
         self.transfer_slot = asyncio.Semaphore(1)
-        self.inflight: set[asyncio.Task] = set()
+        self.inflight: set[asyncio.Task] = set()  # transfers, and forwards by a forwarder without forward()
+        self.forwards = 0  # forwards in flight by callback (Forwarder.forward): no task each
+        self.idle: asyncio.Future | None = None  # drain() waits on it for the last of them
         self.tcp_connections: OrderedDict[TcpConnection, None] = OrderedDict()
         self.closers: list[Callable[[], None]] = []
         self.udp_transports: list[asyncio.DatagramTransport] = []
@@ -88,8 +90,12 @@ class Server:
 
     async def drain(self, grace: float) -> None:
         """Wait (bounded) for in-flight forwards to finish, then close every socket."""
-        if self.inflight:
-            await asyncio.wait(set(self.inflight), timeout=grace)
+        waits = set(self.inflight)
+        if self.forwards:
+            self.idle = asyncio.get_running_loop().create_future()
+            waits.add(self.idle)
+        if waits:
+            await asyncio.wait(waits, timeout=grace)
         for conn in list(self.tcp_connections):
             conn.transport.close()
         for udp in self.udp_transports:
@@ -111,10 +117,10 @@ class Server:
                 return
             answer = self.pipeline.answer_now(query)
             if answer is None:
-                if len(self.inflight) >= self.max_inflight:
+                if len(self.inflight) + self.forwards >= self.max_inflight:
                     answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
                 else:
-                    self._track(self._forward(query, send, started))
+                    self._forward(query, send, started)
                     return
         except wire.BadVersion:  # EDNS version > 0: BADVERS before policy and cache (RFC 6891 6.1.3)
             answer = Answer(wire.badvers_reply(data), "formerr")
@@ -150,11 +156,33 @@ class Server:
         send(msgs)
         self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
 
-    async def _forward(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
+    def _forward(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
+        forward = getattr(self.pipeline.forwarder, "forward", None)
+        if forward is None:  # a forwarder with only the coroutine resolve() (a test's stand-in): a task
+            self._track(self._resolve(query, send, started))
+            return
+        self.forwards += 1
+
+        def done(answer: Answer | Exception) -> None:
+            self.forwards -= 1
+            self._forwarded(answer, query, send, started)
+            if not self.forwards and self.idle is not None and not self.idle.done():
+                self.idle.set_result(None)
+
+        forward(query, done)
+
+    async def _resolve(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
         try:
             answer = await self.pipeline.forwarder.resolve(query)
-        except Exception:  # same rule as answer(): log, count, SERVFAIL
-            log.exception("internal error while forwarding qname=%s", query.qname)
+        except Exception as exc:
+            answer = exc
+        self._forwarded(answer, query, send, started)
+
+    def _forwarded(
+        self, answer: Answer | Exception, query: wire.Query, send: Callable[[Payload], None], started: float
+    ) -> None:
+        if not isinstance(answer, Answer):  # same rule as answer(): log, count, SERVFAIL
+            log.error("internal error while forwarding qname=%s", query.qname, exc_info=answer)
             self.metrics.internal_errors.inc()
             answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
         self._send(answer, query, send, started)

@@ -195,6 +195,9 @@ def opt_record(do: bool, ede: tuple[int, str] | None = None, ext_rcode: int = 0)
     return b"\x00" + _RR.pack(OPT, EDNS_PAYLOAD, ttl, len(rdata)) + rdata
 
 
+_OWN_OPT = (opt_record(False), opt_record(True))  # what upstream_query appends, by DO bit
+
+
 def _query_opt(data: bytes) -> tuple[bool, bool]:
     """Best effort for replies to unparsable queries: (has an OPT record, its DO bit)."""
     try:
@@ -269,44 +272,58 @@ def with_id_and_question(reply: bytes, query: Query) -> bytes:
 
 @dataclass(slots=True)
 class ReplyScan:
-    """What the cache needs from a reply: rcode, TC, TTL offsets and the TTL to cache it for."""
+    """What the cache needs from a reply: rcode, TC, TTL offsets, the TTL to cache it for and the longest TTL."""
 
     rcode: int
     truncated: bool
     ttl_offsets: tuple[int, ...]
     ttl: int | None  # None: not cacheable (e.g. negative answer without SOA)
+    top: int = 0  # the longest record TTL: above [cache] max_ttl the TTLs are capped
+
+
+def _walk(data: bytes) -> tuple[int, int, list[int], list[int], int | None, tuple[int, int] | None]:
+    """Walk every record of a reply once: flags, ANCOUNT, TTL offsets and TTLs (OPT aside), the RFC 2308 SOA TTL,
+    and where the OPT record of the additional section is (its owner and type offsets)."""
+    _, flags, qd, an, ns, ar = _HDR.unpack_from(data)
+    pos = 12
+    for _ in range(qd):
+        pos = skip_name(data, pos) + 4
+    offsets, ttls, soa_ttl, opt = [], [], None, None
+    for i in range(an + ns + ar):
+        owner, pos = pos, skip_name(data, pos)
+        rtype, _, ttl, rdlen = _RR.unpack_from(data, pos)
+        if rtype != OPT:
+            offsets.append(pos + 4)
+            ttls.append(ttl)
+            if rtype == SOA and an <= i < an + ns and rdlen >= 4:
+                (minimum,) = _U32.unpack_from(data, pos + 10 + rdlen - 4)
+                soa_ttl = min(ttl, minimum)
+        elif i >= an + ns and opt is None:
+            opt = (owner, pos)
+        pos += 10 + rdlen
+    if pos > len(data):
+        raise MalformedQuery("record runs past the end of the reply")
+    return flags, an, offsets, ttls, soa_ttl, opt
+
+
+def _scan(flags: int, an: int, offsets: list[int], ttls: list[int], soa_ttl: int | None) -> ReplyScan:
+    rcode = flags & 0xF
+    if rcode == NXDOMAIN or (rcode == 0 and an == 0):
+        ttl = soa_ttl
+    elif rcode == 0:
+        ttl = min(ttls, default=None)
+    else:
+        ttl = None
+    return ReplyScan(rcode, bool(flags & TC), tuple(offsets), ttl, max(ttls, default=0))
 
 
 def scan_reply(data: bytes) -> ReplyScan:
     """Walk every record of a reply once, noting TTL offsets; RFC 2308 TTL for negative answers."""
     try:
-        _, flags, qd, an, ns, ar = _HDR.unpack_from(data)
-        pos = 12
-        for _ in range(qd):
-            pos = skip_name(data, pos) + 4
-        offsets, ttls, soa_ttl = [], [], None
-        for i in range(an + ns + ar):
-            pos = skip_name(data, pos)
-            rtype, _, ttl, rdlen = _RR.unpack_from(data, pos)
-            if rtype != OPT:
-                offsets.append(pos + 4)
-                ttls.append(ttl)
-                if rtype == SOA and an <= i < an + ns and rdlen >= 4:
-                    (minimum,) = struct.unpack_from("!I", data, pos + 10 + rdlen - 4)
-                    soa_ttl = min(ttl, minimum)
-            pos += 10 + rdlen
-        if pos > len(data):
-            raise MalformedQuery("record runs past the end of the reply")
+        flags, an, offsets, ttls, soa_ttl, _ = _walk(data)
     except (struct.error, IndexError) as exc:
         raise MalformedQuery("truncated reply") from exc
-    rcode = flags & 0xF
-    if rcode == NXDOMAIN or (rcode == 0 and an == 0):
-        ttl = soa_ttl
-    elif rcode == 0:
-        ttl = min(ttls)
-    else:
-        ttl = None
-    return ReplyScan(rcode, bool(flags & TC), tuple(offsets), ttl)
+    return _scan(flags, an, offsets, ttls, soa_ttl)
 
 
 def patch_ttls(reply: bytes, offsets: tuple[int, ...], elapsed: int) -> bytes:
@@ -396,7 +413,7 @@ def upstream_query(query: Query, qid: bytes, question: bytes, edns: bool) -> byt
     """
     flags = query.flags & (RD | CD | AD)
     if edns and query.edns:
-        return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + opt_record(query.do)
+        return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + _OWN_OPT[query.do]
     return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
 
 
@@ -407,41 +424,43 @@ def with_question(reply: bytes, question: bytes) -> bytes:
     return reply[:4] + b"\x00\x01" + reply[6:12] + question + reply[12:]
 
 
-def clean_reply(reply: bytes, cd: int = 0) -> bytes:
-    """An upstream reply as a forwarder passes it on: AA clear, RA set, CD as the client sent it (cd: the query's
-    CD bit; RFC 4035 3.2.2, and it is in the cache key), no per-exchange EDNS options.
+def forwarded(reply: bytes, cd: int = 0) -> tuple[bytes, ReplyScan | None]:
+    """An upstream reply as a forwarder passes it on, and what the cache needs of it, in one walk (None: unreadable;
+    then the reply goes on as it came, uncached). AA clear, RA set, CD as the client sent it (cd: the query's CD
+    bit; RFC 4035 3.2.2, and it is in the cache key), no per-exchange EDNS options.
 
     Kept in the OPT: payload, version, DO and EDE; dropped: COOKIE, NSID, ECS, EXPIRE, padding and unknown
-    options, which were the upstream's to us and would be replayed from the cache to every client.
+    options, which were the upstream's to us and would be replayed from the cache to every client. The reply is
+    rebuilt only when something in it changes.
     """
     try:
-        _, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
-        flags = (flags & ~(AA | CD)) | RA | cd
-        pos = 12
-        for _ in range(qd):
-            pos = skip_name(reply, pos) + 4
-        for i in range(an + ns + ar):
-            owner = pos
-            pos = skip_name(reply, pos)
-            rtype, rclass, ttl, rdlen = _RR.unpack_from(reply, pos)
-            end = pos + 10 + rdlen
-            if rtype == OPT and i >= an + ns and end <= len(reply):
-                kept, opos = b"", pos + 10
-                while opos + 4 <= end:
-                    code, olen = _U16X2.unpack_from(reply, opos)
-                    if code == OPT_EDE:
-                        kept += reply[opos : opos + 4 + olen]
-                    opos += 4 + olen
-                rr = reply[owner:pos] + _RR.pack(OPT, rclass, ttl & 0xFFFF8000, len(kept)) + kept
-                return reply[:2] + _U16.pack(flags) + reply[4:owner] + rr + reply[end:]
-            pos = end
+        flags, an, offsets, ttls, soa_ttl, opt = _walk(reply)
     except (struct.error, IndexError, MalformedQuery):
-        return reply
-    return reply[:2] + _U16.pack(flags) + reply[4:]
+        return reply, None
+    clean = (flags & ~(AA | CD)) | RA | cd
+    if opt is not None:
+        owner, pos = opt
+        _, rclass, ttl, rdlen = _RR.unpack_from(reply, pos)
+        end, kept, opos = pos + 10 + rdlen, b"", pos + 10
+        while opos + 4 <= end:
+            code, olen = _U16X2.unpack_from(reply, opos)
+            if code == OPT_EDE:
+                kept += reply[opos : opos + 4 + olen]
+            opos += 4 + olen
+        if ttl & 0x7FFF or kept != reply[pos + 10 : end]:  # options to drop, or Z bits besides DO
+            rr = reply[owner:pos] + _RR.pack(OPT, rclass, ttl & 0xFFFF8000, len(kept)) + kept
+            shift = end - owner - len(rr)  # records after the OPT (a TSIG) move up
+            offsets = [o - shift if o > owner else o for o in offsets]
+            reply = reply[:2] + _U16.pack(clean) + reply[4:owner] + rr + reply[end:]
+            return reply, _scan(flags, an, offsets, ttls, soa_ttl)
+    if clean != flags:
+        reply = reply[:2] + _U16.pack(clean) + reply[4:]
+    return reply, _scan(flags, an, offsets, ttls, soa_ttl)
 
 
-def record_ttls(reply: bytes, offsets: tuple[int, ...]) -> list[int]:
-    return [_U32.unpack_from(reply, off)[0] for off in offsets]
+def clean_reply(reply: bytes, cd: int = 0) -> bytes:
+    """forwarded() without the scan."""
+    return forwarded(reply, cd)[0]
 
 
 def cap_ttls(reply: bytes, offsets: tuple[int, ...], max_ttl: int) -> bytes:
