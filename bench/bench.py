@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: resolverguard vs Unbound, both forwarding to a local NSD; one command.
 
-    bench/run.sh [--duration 6] [--repeat 2] [--rules 100000,1000000] [--out bench/results.md]
+    bench/run.sh [--duration 6] [--repeat 2] [--rules 100000,1000000] [--workers 1,2] [--cache-fill 1000000]
+                 [--out bench/results.md]
 
-What one run does (about 3 minutes on 2 cores):
+What one run does (about 8 minutes on 2 cores):
 
 1. installs dnsperf, unbound and nsd from Debian if a program is missing (apt-get, services not started);
 2. starts NSD on 127.0.0.1 with a wildcard zone ``bench.example`` (every name answers A/AAAA, TTL 3600);
@@ -16,9 +17,11 @@ What one run does (about 3 minutes on 2 cores):
    run worse): cache-hit (1,000 warm names), blocked (100% typo neighbours), mixed (90% cache hits, 10% typo
    neighbours), cache-miss (unique names, fresh ones in every repetition); then one fixed-rate run each at
    1,000 q/s (dnsperf -Q 1000) for p99 latency;
-6. measures policy load time (process start until the last rule answers NXDOMAIN) and RSS for 100k and
+6. cache-hit QPS with 1 and 2 guard workers (--workers) and Unbound threads, nothing pinned (--workers);
+7. RSS with 1M cached answers and bytes per entry for both servers (--cache-fill);
+8. measures policy load time (process start until the last rule answers NXDOMAIN) and RSS for 100k and
    1M QNAME rules (an RPZ file in a zones directory) for both servers;
-7. writes a markdown report (machine, commands, tables, ratios) and a JSON file beside it.
+9. writes a markdown report (machine, commands, tables, ratios) and a JSON file beside it.
 
 Queries per server CPU-second = completed queries / (utime+stime delta of the server process from
 /proc/PID/stat over the dnsperf run). Latency percentiles come from dnsperf -v (one line per query).
