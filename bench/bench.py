@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: resolverguard vs Unbound, both forwarding to a local NSD; one command.
 
-    bench/run.sh [--duration 6] [--repeat 2] [--rules 100000,1000000] [--out bench/results.md]
+    bench/run.sh [--duration 6] [--repeat 2] [--rules 100000,1000000] [--workers 1,2] [--cache-fill 1000000]
+                 [--out bench/results.md]
 
-What one run does (about 3 minutes on 2 cores):
+What one run does (about 8 minutes on 2 cores):
 
 1. installs dnsperf, unbound and nsd from Debian if a program is missing (apt-get, services not started);
 2. starts NSD on 127.0.0.1 with a wildcard zone ``bench.example`` (every name answers A/AAAA, TTL 3600);
@@ -16,9 +17,11 @@ What one run does (about 3 minutes on 2 cores):
    run worse): cache-hit (1,000 warm names), blocked (100% typo neighbours), mixed (90% cache hits, 10% typo
    neighbours), cache-miss (unique names, fresh ones in every repetition); then one fixed-rate run each at
    1,000 q/s (dnsperf -Q 1000) for p99 latency;
-6. measures policy load time (process start until the last rule answers NXDOMAIN) and RSS for 100k and
+6. cache-hit QPS with 1 and 2 guard workers (--workers) and Unbound threads, nothing pinned (--workers);
+7. RSS with 1M cached answers and bytes per entry for both servers (--cache-fill);
+8. measures policy load time (process start until the last rule answers NXDOMAIN) and RSS for 100k and
    1M QNAME rules (an RPZ file in a zones directory) for both servers;
-7. writes a markdown report (machine, commands, tables, ratios) and a JSON file beside it.
+9. writes a markdown report (machine, commands, tables, ratios) and a JSON file beside it.
 
 Queries per server CPU-second = completed queries / (utime+stime delta of the server process from
 /proc/PID/stat over the dnsperf run). Latency percentiles come from dnsperf -v (one line per query).
@@ -28,6 +31,7 @@ Every process started here is stopped by its PID. Nothing listens outside 127.0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,7 +53,12 @@ import dns.query
 import dns.rcode
 
 REPO = Path(__file__).resolve().parent.parent
-TOOLS = {"dnsperf": "dnsperf", "unbound": "unbound", "nsd": "nsd"}  # program -> Debian package
+TOOLS = {
+    "dnsperf": "dnsperf",
+    "unbound": "unbound",
+    "unbound-control": "unbound",
+    "nsd": "nsd",
+}  # program -> Debian package
 TICK = os.sysconf("SC_CLK_TCK")
 HIT_NAMES = 1000
 
@@ -66,7 +76,7 @@ def which(prog: str) -> str | None:
 
 def ensure_tools() -> dict[str, str]:
     """Install the Debian packages of missing programs; never start their services (policy-rc.d 101)."""
-    missing = [pkg for prog, pkg in TOOLS.items() if which(prog) is None]
+    missing = sorted({pkg for prog, pkg in TOOLS.items() if which(prog) is None})
     if missing:
         if os.geteuid() != 0:
             sys.exit(f"missing {', '.join(missing)}; run as root or: apt-get install -y {' '.join(missing)}")
@@ -111,11 +121,31 @@ class Proc:
     def pid(self) -> int:
         return self.popen.pid
 
+    def pids(self) -> list[int]:
+        """The process and its descendants (the workers of `serve --workers N`)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        todo += [int(x) for x in fh.read().split()]
+            except OSError:  # exited meanwhile
+                pass
+        return found
+
     def cpu(self) -> float:
-        """utime+stime of the whole process (all threads), in seconds."""
-        with open(f"/proc/{self.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        """utime+stime of the process and its descendants (all threads), in seconds."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / TICK
 
     def rss(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""
@@ -140,10 +170,15 @@ class Proc:
 RUNNING: list[Proc] = []
 
 
-def start(name: str, cmd: list[str], port: int, cpu: int, logfile: Path) -> Proc:
+def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
+    """cmd run on one CPU (taskset execs it: the PID stays the program's); cpu None: anywhere."""
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def start(name: str, cmd: list[str], port: int, cpu: int | None, logfile: Path) -> Proc:
     with open(logfile, "wb") as out:
         popen = subprocess.Popen(
-            ["taskset", "-c", str(cpu), *cmd],
+            pinned(cpu, cmd),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -224,8 +259,19 @@ zone:
     return proc
 
 
-def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str | None = None, rpz_file: Path | None = None) -> str:
-    """Unbound forwarding "." to 127.0.0.1@upstream; with the RPZ when rpz_name is given (respip module)."""
+def unbound_conf(
+    d: Path,
+    port: int,
+    upstream: int,
+    rpz_name: str | None = None,
+    rpz_file: Path | None = None,
+    *,
+    threads: int = 1,
+    server: str = "",
+    control: int | None = None,
+) -> str:
+    """Unbound forwarding "." to 127.0.0.1@upstream; with the RPZ when rpz_name is given (respip module);
+    `server`: more lines for the server: clause; control: unbound-control on that 127.0.0.1 port (no TLS)."""
     modules = "respip iterator" if rpz_name else "iterator"
     rpz = (
         f"""rpz:
@@ -235,6 +281,14 @@ def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str | None = None,
 """
         if rpz_name
         else ""
+    )
+    remote = (
+        f"""    control-enable: yes
+    control-interface: 127.0.0.1
+    control-port: {control}
+    control-use-cert: no"""
+        if control
+        else "    control-enable: no"
     )
     return f"""server:
     interface: 127.0.0.1
@@ -248,14 +302,14 @@ def unbound_conf(d: Path, port: int, upstream: int, rpz_name: str | None = None,
     logfile: "{d}/unbound.log"
     use-syslog: no
     verbosity: 0
-    num-threads: 1
+    num-threads: {threads}
     module-config: "{modules}"
     do-not-query-localhost: no
     access-control: 127.0.0.0/8 allow
     qname-minimisation: no
     prefetch: no
-remote-control:
-    control-enable: no
+{server}remote-control:
+{remote}
 {rpz}forward-zone:
     name: "."
     forward-addr: 127.0.0.1@{upstream}
@@ -267,17 +321,17 @@ def start_unbound(
     tag: str,
     unbound: str,
     upstream: int,
-    rpz_name: str,
-    rpz_file: Path,
-    cpu: int,
+    cpu: int | None,
     ready_name: str,
     ready_rcode: int,
     timeout: float = 600,
+    **conf,
 ) -> tuple[Proc, float]:
+    """Unbound in wd/unbound-TAG; conf: unbound_conf's keywords (rpz_name, rpz_file, threads, server, control)."""
     d = wd / f"unbound-{tag}"
     d.mkdir()
     port = free_port()
-    (d / "unbound.conf").write_text(unbound_conf(d, port, upstream, rpz_name, rpz_file))
+    (d / "unbound.conf").write_text(unbound_conf(d, port, upstream, **conf))
     t0 = time.monotonic()
     proc = start(f"unbound-{tag}", [unbound, "-d", "-c", str(d / "unbound.conf")], port, cpu, d / "stdout.log")
     wait_ready(proc, ready_name, ready_rcode, timeout, d / "stdout.log")
@@ -285,8 +339,17 @@ def start_unbound(
 
 
 def start_guard(
-    wd: Path, tag: str, zones: Path, upstream: int, cpu: int, ready_name: str, ready_rcode: int, timeout: float = 600
+    wd: Path,
+    tag: str,
+    zones: Path,
+    upstream: int,
+    cpu: int | None,
+    ready_name: str,
+    ready_rcode: int,
+    timeout: float = 600,
+    extra: tuple[str, ...] = (),
 ) -> tuple[Proc, float]:
+    """`resolverguard serve` in wd/guard-TAG forwarding to 127.0.0.1@upstream; extra: more `serve` options."""
     d = wd / f"guard-{tag}"
     d.mkdir()
     port = free_port()
@@ -305,6 +368,7 @@ def start_guard(
         "",
         "--log-level",
         "WARNING",
+        *extra,
     ]
     t0 = time.monotonic()
     proc = start(f"resolverguard-{tag}", cmd, port, cpu, d / "stdout.log")
@@ -366,7 +430,7 @@ class Run:
 
 def dnsperf(
     dnsperf_bin: str,
-    cpu: int,
+    cpu: int | None,
     port: int,
     datafile: Path,
     *,
@@ -375,11 +439,9 @@ def dnsperf(
     rate: int | None = None,
     verbose: bool = True,
     outstanding: int = 100,
+    clients: int = 4,
 ) -> tuple[dict, list[float]]:
     cmd = [
-        "taskset",
-        "-c",
-        str(cpu),
         dnsperf_bin,
         "-s",
         "127.0.0.1",
@@ -388,7 +450,7 @@ def dnsperf(
         "-d",
         str(datafile),
         "-c",
-        "4",
+        str(clients),
         "-q",
         str(outstanding),
         "-t",
@@ -402,7 +464,7 @@ def dnsperf(
         cmd += ["-Q", str(rate)]
     if verbose:
         cmd += ["-v"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, check=True).stdout
     stats: dict = {}
     lat: list[float] = []
     for line in out.splitlines():
@@ -434,7 +496,7 @@ def pct(sorted_lat: list[float], p: float) -> float:
     return sorted_lat[min(len(sorted_lat) - 1, int(p / 100 * len(sorted_lat)))] * 1000
 
 
-def measure(server: Proc, label: str, scenario: str, dp: str, cpu: int, datafile: Path, **kw) -> Run:
+def measure(server: Proc, label: str, scenario: str, dp: str, cpu: int | None, datafile: Path, **kw) -> Run:
     c0 = server.cpu()
     stats, lat = dnsperf(dp, cpu, server.port, datafile, **kw)
     used = server.cpu() - c0
@@ -462,6 +524,32 @@ def measure(server: Proc, label: str, scenario: str, dp: str, cpu: int, datafile
         f"lost={run.lost} p50={run.p50_ms:.3f}ms p99={run.p99_ms:.3f}ms rcodes={run.rcodes}"
     )
     return run
+
+
+def best_of(
+    servers: tuple[tuple[str, Proc], ...],
+    scenario: str,
+    datafiles: list[Path],
+    dp: str,
+    cpu: int | None,
+    repeat: int,
+    key: str = "per_cpu",
+    **kw,
+) -> list[Run]:
+    """Each server's best run by `key` of `repeat` runs, the servers taking turns (round r sends datafiles[r]
+    when there is one per round); every run's figures stay in the best one's extra."""
+    tries: dict[str, list[Run]] = {label: [] for label, _ in servers}
+    for r in range(repeat):
+        for label, proc in servers:
+            tries[label].append(measure(proc, label, scenario, dp, cpu, datafiles[r % len(datafiles)], **kw))
+    best = []
+    for label, _ in servers:
+        run = max(tries[label], key=lambda t: getattr(t, key))
+        run.extra["all_per_cpu"] = [round(t.per_cpu) for t in tries[label]]
+        run.extra["all_qps"] = [round(t.qps) for t in tries[label]]
+        run.extra["lost_all_runs"] = sum(t.lost for t in tries[label])
+        best.append(run)
+    return best
 
 
 # ---------------------------------------------------------------- rule loading
@@ -495,11 +583,11 @@ def load_test(wd: Path, tools: dict[str, str], n: int, upstream: int, cpu: int) 
                 f"rules{n}",
                 tools["unbound"],
                 upstream,
-                "rules.rpz.invalid.",
-                zones / "50-rules.rpz",
                 cpu,
                 last,
                 dns.rcode.NXDOMAIN,
+                rpz_name="rules.rpz.invalid.",
+                rpz_file=zones / "50-rules.rpz",
             )
         rss, hwm = proc.rss()
         cpu_s = proc.cpu()
@@ -517,6 +605,150 @@ def load_test(wd: Path, tools: dict[str, str], n: int, upstream: int, cpu: int) 
         )
         log(f"{label}: {n:,} rules ready in {secs:.2f}s, RSS {rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB)")
     return results
+
+
+# ---------------------------------------------------------------- cache memory and workers
+
+
+def guard_cache_entries(metrics_port: int) -> int:
+    """resolverguard_cache_entries from the guard's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(int(float(ln.split()[-1])) for ln in text.splitlines() if ln.startswith("resolverguard_cache_entries"))
+
+
+def unbound_cache_entries(control: str, conf: Path) -> int:
+    """msg.cache.count from `unbound-control stats_noreset`: cached answers (the RRsets are counted apart)."""
+    out = subprocess.run([control, "-c", str(conf), "stats_noreset"], capture_output=True, text=True, check=True)
+    return next(int(ln.split("=")[1]) for ln in out.stdout.splitlines() if ln.startswith("msg.cache.count="))
+
+
+def cache_memory(wd: Path, tools: dict[str, str], zones: Path, upstream: int, n: int, args) -> list[dict]:
+    """Each server's VmRSS with an empty cache and after n unique names were asked once (dnsperf at max
+    rate, servers pinned as in the throughput runs); bytes per entry = RSS growth / entries counted by the
+    server itself (/metrics, unbound-control)."""
+    names = write_names(wd / "fill.txt", [f"c{i}.bench.example." for i in range(n)])
+    conf = wd / "cache.toml"
+    conf.write_text(f"[cache]\nentries = {n + 1000}\nbytes = {8 << 30}\n")  # no eviction at n
+    results = []
+    for label in ("resolverguard", "unbound"):
+        if label == "resolverguard":
+            mport = free_port()
+            extra = ("--config", str(conf), "--metrics", f"127.0.0.1:{mport}")
+            proc, _ = start_guard(
+                wd, "cache", zones, upstream, args.server_cpu, "ready.bench.example.", dns.rcode.NOERROR, 60, extra
+            )
+            count = functools.partial(guard_cache_entries, mport)
+        else:
+            server = "    msg-cache-size: 2g\n    rrset-cache-size: 4g\n    extended-statistics: yes\n"
+            proc, _ = start_unbound(
+                wd,
+                "cache",
+                tools["unbound"],
+                upstream,
+                args.server_cpu,
+                "ready.bench.example.",
+                dns.rcode.NOERROR,
+                60,
+                server=server,
+                control=free_port(),
+            )
+            conf_file = wd / "unbound-cache" / "unbound.conf"
+            count = functools.partial(unbound_cache_entries, tools["unbound-control"], conf_file)
+        empty, before = proc.rss()[0], count()
+        log(f"{label}: filling the cache with {n:,} names")
+        t0 = time.monotonic()
+        stats, _ = dnsperf(tools["dnsperf"], args.client_cpu, proc.port, names, once=True, verbose=False)
+        fill = time.monotonic() - t0
+        entries = count()
+        full, peak = proc.rss()
+        proc.stop()
+        RUNNING.remove(proc)
+        added = entries - before
+        per = (full - empty) * 1024 / added if added > 0 else 0.0
+        results.append(
+            {
+                "server": label,
+                "names": n,
+                "entries": entries,
+                "lost": stats.get("lost", 0),
+                "fill_s": fill,
+                "fill_qps": stats.get("qps", 0.0),
+                "rss_empty_mib": empty / 1024,
+                "rss_full_mib": full / 1024,
+                "peak_rss_mib": peak / 1024,
+                "bytes_per_entry": per,
+            }
+        )
+        log(
+            f"{label}: {entries:,} cached answers after {fill:.0f}s, RSS {empty / 1024:.0f} -> {full / 1024:.0f} MiB, "
+            f"{per:.0f} bytes per entry"
+        )
+    return results
+
+
+def udp_sockets(port: int) -> int:
+    """How many UDP sockets are bound to 127.0.0.1:port (one per worker or thread with SO_REUSEPORT)."""
+    with open("/proc/net/udp") as fh:
+        return sum(1 for ln in fh if ln.split()[1] == f"0100007F:{port:04X}")
+
+
+def scaling(wd: Path, tools: dict[str, str], zones: Path, export: Path, upstream: int, hit: Path, args) -> list[Run]:
+    """Cache-hit QPS with N guard workers (--workers N) and N Unbound threads (num-threads), for each N of
+    --workers; nothing pinned: on 2 CPUs the servers and dnsperf (a third process) share both. dnsperf uses
+    16 client sockets, so SO_REUSEPORT spreads them over the workers' sockets."""
+    runs: list[Run] = []
+    for n in args.workers:
+        guard, _ = start_guard(
+            wd,
+            f"workers{n}",
+            zones,
+            upstream,
+            None,
+            "ready.bench.example.",
+            dns.rcode.NOERROR,
+            60,
+            ("--workers", str(n)),
+        )
+        unbound, _ = start_unbound(
+            wd,
+            f"threads{n}",
+            tools["unbound"],
+            upstream,
+            None,
+            "ready.bench.example.",
+            dns.rcode.NOERROR,
+            60,
+            rpz_name="rpz.resolverguard.",
+            rpz_file=export,
+            threads=n,
+        )
+        servers = (("resolverguard", guard), ("unbound", unbound))
+        for label, proc in servers:
+            t0 = time.monotonic()
+            while udp_sockets(proc.port) < n:  # every worker listens (the first one answered the probe)
+                if time.monotonic() - t0 > 60:
+                    raise RuntimeError(f"{label}: {udp_sockets(proc.port)} of {n} UDP sockets after 60 s")
+                time.sleep(0.05)
+            dnsperf(tools["dnsperf"], None, proc.port, hit, once=True, verbose=False, clients=16)  # warm each worker
+            dnsperf(tools["dnsperf"], None, proc.port, hit, once=True, verbose=False, clients=16)
+        for run in best_of(
+            servers,
+            f"cache-hit/{n}",
+            [hit],
+            tools["dnsperf"],
+            None,
+            args.repeat,
+            "qps",
+            seconds=args.duration,
+            clients=16,
+        ):
+            run.extra["workers"] = n
+            runs.append(run)
+        for _, proc in servers:
+            proc.stop()
+            RUNNING.remove(proc)
+    return runs
 
 
 # ---------------------------------------------------------------- report
@@ -560,7 +792,9 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b else "n/a"
 
 
-def report(info: dict, args: argparse.Namespace, runs: list[Run], loads: list[dict], cmdline: str) -> str:
+def report(
+    info: dict, args: argparse.Namespace, runs: list[Run], loads: list[dict], memory: list[dict], cmdline: str
+) -> str:
     by = {(r.server, r.scenario): r for r in runs}
     lines = [
         f"Run: `{cmdline}` on {time.strftime('%Y-%m-%d %H:%M %Z')}",
@@ -621,6 +855,48 @@ def report(info: dict, args: argparse.Namespace, runs: list[Run], loads: list[di
                     f"| {s} | {r.server} | {r.qps:,.0f} | {r.cpu:.2f} | {r.lost} | {r.p50_ms:.3f} | "
                     f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.p999_ms:.3f} | {r.max_ms:.3f} | {rat} |"
                 )
+    scaled = [r for r in runs if "workers" in r.extra]
+    if scaled:
+        lines += [
+            "",
+            "### Cache-hit QPS with more workers: `serve --workers N` / Unbound `num-threads: N`",
+            "",
+            f"Nothing pinned: the server's processes or threads and dnsperf (`-c 16`, a third process) share the "
+            f"machine's {info['cpus']} CPUs, so N = 2 cannot double QPS here. Best of {args.repeat} by QPS; server "
+            "CPU is the sum over the process and its workers.",
+            "",
+            "| server | N | QPS | (every run) | server CPU s | queries / CPU-s | lost | p99 ms | QPS vs N = 1 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for srv in ("resolverguard", "unbound"):
+            one = next((r for r in scaled if r.server == srv and r.extra["workers"] == 1), None)
+            for r in (x for x in scaled if x.server == srv):
+                every = " / ".join(f"{x:,}" for x in r.extra["all_qps"])
+                lines.append(
+                    f"| {srv} | {r.extra['workers']} | {r.qps:,.0f} | {every} | {r.cpu:.2f} | {r.per_cpu:,.0f} | "
+                    f"{r.extra['lost_all_runs']} | {r.p99_ms:.3f} | {ratio(r.qps, one.qps) if one else 'n/a'} |"
+                )
+    if memory:
+        g = next(x for x in memory if x["server"] == "resolverguard")
+        u = next(x for x in memory if x["server"] == "unbound")
+        lines += [
+            "",
+            f"### Memory with {g['names']:,} cached answers",
+            "",
+            "Each server asked every name once (`dnsperf -n 1`, max rate, pinned as above); entries as the server "
+            "counts them (`resolverguard_cache_entries` on /metrics, Unbound's `msg.cache.count`); "
+            "bytes per entry = (VmRSS full − VmRSS empty) / entries added.",
+            "",
+            "| server | entries | lost | fill s | fill QPS | RSS empty (MiB) | RSS full (MiB) | peak (MiB) | bytes / entry | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for x in (g, u):
+            rat = ratio(g["bytes_per_entry"], u["bytes_per_entry"]) if x is g else ""
+            lines.append(
+                f"| {x['server']} | {x['entries']:,} | {x['lost']} | {x['fill_s']:.0f} | {x['fill_qps']:,.0f} | "
+                f"{x['rss_empty_mib']:.0f} | {x['rss_full_mib']:.0f} | {x['peak_rss_mib']:.0f} | "
+                f"{x['bytes_per_entry']:.0f} | {rat} |"
+            )
     if loads:
         lines += [
             "",
@@ -653,6 +929,18 @@ def main() -> int:
     ap.add_argument("--rate-duration", type=float, default=10.0, help="seconds per 1,000 q/s run (default 10)")
     ap.add_argument("--rules", default="100000,1000000", help="rule counts for the load test ('' to skip)")
     ap.add_argument("--miss-names", type=int, default=300_000, help="unique names per cache-miss run")
+    ap.add_argument(
+        "--workers",
+        default="1,2",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        help="guard workers / Unbound threads for the unpinned cache-hit scaling runs ('' to skip)",
+    )
+    ap.add_argument(
+        "--cache-fill",
+        type=int,
+        default=1_000_000,
+        help="unique names cached for the RSS-per-entry test (0 to skip; about 3 min at 1M today)",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results.md"), help="markdown report (JSON beside it)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -662,11 +950,11 @@ def main() -> int:
     if ncpu < 2:
         log("WARNING: one CPU: server and load generator share it")
     tools = ensure_tools()
-    tools["dnsperf"], tools["unbound"], tools["nsd"] = which("dnsperf"), which("unbound"), which("nsd")
     wd = Path(tempfile.mkdtemp(prefix="rgbench-"))
     log(f"work directory {wd}")
     runs: list[Run] = []
     loads: list[dict] = []
+    memory: list[dict] = []
     try:
         nsd = start_nsd(wd, tools["nsd"], args.client_cpu)
         zones = wd / "zones"
@@ -707,12 +995,12 @@ def main() -> int:
             "main",
             tools["unbound"],
             nsd.port,
-            "rpz.resolverguard.",
-            export,
             args.server_cpu,
             "ready.bench.example.",
             dns.rcode.NOERROR,
             timeout=60,
+            rpz_name="rpz.resolverguard.",
+            rpz_file=export,
         )
         echo = start_echo(wd, args.server_cpu)
         servers = (("resolverguard", guard), ("unbound", unbound), ("python-echo", echo))
@@ -723,50 +1011,31 @@ def main() -> int:
             dnsperf(tools["dnsperf"], args.client_cpu, proc.port, files["hit"], once=True, verbose=False)  # warm
             dnsperf(tools["dnsperf"], args.client_cpu, proc.port, files["blocked"], once=True, verbose=False)
         plan = [
-            ("cache-hit", "hit", {}),
-            ("blocked", "blocked", {}),
-            ("mixed", "mixed", {}),
-            ("cache-miss", "miss", {"once": True}),
+            ("cache-hit", "hit", {"seconds": args.duration}),
+            ("blocked", "blocked", {"seconds": args.duration}),
+            ("mixed", "mixed", {"seconds": args.duration}),
+            ("cache-miss", "miss", {"seconds": args.duration, "once": True}),
         ]
         for scenario, f, kw in plan:
-            tries: dict[str, list[Run]] = {label: [] for label, _ in servers}
-            for r in range(args.repeat):
-                for label, proc in servers:
-                    datafile = files[f"{f}{r}"] if f == "miss" else files[f]
-                    tries[label].append(
-                        measure(
-                            proc,
-                            label,
-                            scenario,
-                            tools["dnsperf"],
-                            args.client_cpu,
-                            datafile,
-                            seconds=args.duration,
-                            **kw,
-                        )
-                    )
-            for label, _ in servers:
-                best = max(tries[label], key=lambda run: run.per_cpu)
-                best.extra["all_per_cpu"] = [round(t.per_cpu) for t in tries[label]]
-                best.extra["lost_all_runs"] = sum(t.lost for t in tries[label])
-                runs.append(best)
+            datafiles = [files[f"miss{r}"] for r in range(args.repeat)] if f == "miss" else [files[f]]
+            runs += best_of(servers, scenario, datafiles, tools["dnsperf"], args.client_cpu, args.repeat, **kw)
         for scenario, f in (("mixed@1k", "mixed"), ("cache-miss@1k", "miss1k")):
-            for label, proc in servers[:2]:
-                runs.append(
-                    measure(
-                        proc,
-                        label,
-                        scenario,
-                        tools["dnsperf"],
-                        args.client_cpu,
-                        files[f],
-                        seconds=args.rate_duration,
-                        rate=1000,
-                    )
-                )
+            runs += best_of(
+                servers[:2],
+                scenario,
+                [files[f]],
+                tools["dnsperf"],
+                args.client_cpu,
+                1,
+                seconds=args.rate_duration,
+                rate=1000,
+            )
         for _, proc in servers:
             proc.stop()
             RUNNING.remove(proc)
+        runs += scaling(wd, tools, zones, export, nsd.port, files["hit"], args)
+        if args.cache_fill:
+            memory = cache_memory(wd, tools, zones, nsd.port, args.cache_fill, args)
         for n in [int(x) for x in args.rules.split(",") if x.strip()]:
             loads += load_test(wd, tools, n, nsd.port, args.server_cpu)
     finally:
@@ -776,12 +1045,14 @@ def main() -> int:
             shutil.rmtree(wd, ignore_errors=True)
     info = machine(tools)
     cmdline = "bench/run.sh " + " ".join(sys.argv[1:])
-    text = report(info, args, runs, loads, cmdline.strip())
+    text = report(info, args, runs, loads, memory, cmdline.strip())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.with_suffix(".json").write_text(
-        json.dumps({"machine": info, "runs": [asdict(r) for r in runs], "loads": loads}, indent=1)
+        json.dumps(
+            {"machine": info, "runs": [asdict(r) for r in runs], "loads": loads, "cache_memory": memory}, indent=1
+        )
     )
     print(text)
     log(f"wrote {out} and {out.with_suffix('.json')}")

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import dns.rdatatype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import RUNNING, free_port, start, start_nsd, unbound_conf, wait_ready  # noqa: E402
+from bench import RUNNING, start_guard, start_nsd, start_unbound  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "conf.example."
@@ -111,41 +110,13 @@ class Servers:
     def _nsd(self):
         return start_nsd(self.wd, _which("nsd"), 0, ORIGIN.rstrip("."), zone_text(), f"h0.{ORIGIN}")
 
-    def _run(self, name: str, cmd: Callable[[Path, int], list[str]]):
-        d = self.wd / name
-        d.mkdir()
-        port = free_port()
-        proc = start(name, cmd(d, port), port, 0, d / "stdout.log")
-        wait_ready(proc, f"h0.{ORIGIN}", dns.rcode.NOERROR, 60, d / "stdout.log")
-        return proc
-
     def _unbound(self):
-        return self._run("unbound", self._unbound_cmd)
-
-    def _unbound_cmd(self, d: Path, port: int) -> list[str]:
-        (d / "unbound.conf").write_text(unbound_conf(d, port, self.nsd.port))
-        return [_which("unbound"), "-d", "-c", str(d / "unbound.conf")]
+        return start_unbound(
+            self.wd, "diff", _which("unbound"), self.nsd.port, 0, f"h0.{ORIGIN}", dns.rcode.NOERROR, 60
+        )[0]
 
     def _guard(self):
-        return self._run(
-            "guard",
-            lambda d, port: [
-                sys.executable,
-                "-m",
-                "resolverguard",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--upstream",
-                f"127.0.0.1:{self.nsd.port}",
-                "--zones",
-                str(ROOT / "zones"),
-                "--events",
-                "",
-                "--log-level",
-                "WARNING",
-            ],
-        )
+        return start_guard(self.wd, "diff", ROOT / "zones", self.nsd.port, 0, f"h0.{ORIGIN}", dns.rcode.NOERROR, 60)[0]
 
 
 def _which(prog: str) -> str:

@@ -1,83 +1,186 @@
 #!/usr/bin/env python3
-"""In-process cost of the synchronous hot path (Server.answer without sockets): µs per query, optional cProfile.
+"""In-process cost of the hot path: µs per cache hit, block and miss through Server.answer(), optional cProfile.
 
-    python bench/hotpath.py [--profile] [--n 200000]
+    python bench/hotpath.py [--profile] [--n 200000] [--misses 20000] [--window 100]
 
-Builds the pipeline as `resolverguard serve` does (zones/ of the repository, default config), fills the cache
-with one reply per name, then times Server.answer() for cache hits, typo blocks and a 90/10 mix. No I/O: what
-it measures is the Python work per query that the socket benchmark (bench/run.sh) pays on top of the syscalls.
+Builds the guard as `resolverguard serve` does (app.App with the repository's zones/ and the default
+config) but listens on no client socket: queries go straight into Server.answer() and replies into a list.
+The upstream is a tiny responder in a child process on 127.0.0.1 (every A query gets one A record, its
+question and OPT echoed), so this process's CPU time is the guard's alone.
+
+- miss: N unique names, --window of them in flight at once, each timed from Server.answer() through the
+  forwarder and the upstream socket to the reply; reported as wall µs and this process's CPU µs per miss;
+- cache-hit: 1,000 names made cached by asking them once (misses, like any client), then looped;
+- blocked: typo neighbours of the default protected domains, looped; mixed: 90% hits, 10% blocks.
+
+Only public entry points are used (App, Server.answer), so the figures stay comparable when the
+internals change.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
+import gc
 import pstats
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.message
-import dns.rrset
 
-from resolverguard import wire
-from resolverguard.cache import Cache
+from resolverguard.app import App
 from resolverguard.config import load_config
-from resolverguard.metrics import Metrics
-from resolverguard.pipeline import build_pipeline
-from resolverguard.reload import PolicyHolder
-from resolverguard.server import Server
-from resolverguard.upstream import Upstream, UpstreamPool
+
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
 
 REPO = Path(__file__).resolve().parent.parent
+CLIENT = "127.0.0.1"
+TYPOS = ("gmial.com.", "yahooo.com.", "outlok.com.", "hotmial.com.")
+ANSWER = bytes.fromhex("c00c00010001") + (3600).to_bytes(4, "big") + bytes.fromhex("0004c0000201")  # 192.0.2.1
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--profile", action="store_true")
-    args = ap.parse_args()
-    cfg = load_config(None, {"zones_dir": str(REPO / "zones"), "events": ""})
-    metrics = Metrics()
-    holder = PolicyHolder(cfg, metrics)
-    cache = Cache(cfg.cache_entries, cfg.cache_bytes)
-    pool = UpstreamPool([Upstream("127.0.0.1", 9)])
-    server = Server(build_pipeline(cfg, holder.current, cache, pool, metrics), metrics)
-    hits, typos = [], ["gmial.com.", "yahooo.com.", "outlok.com.", "hotmial.com."]
-    for i in range(1000):
-        q = dns.message.make_query(f"h{i}.bench.example.", "A")
-        q.id = i
-        data = q.to_wire()
-        reply = dns.message.make_response(q)
-        reply.answer.append(dns.rrset.from_text(q.question[0].name, 3600, "IN", "A", "192.0.2.1"))
-        cache.put(wire.parse_query(data, "127.0.0.1", False), reply.to_wire())
-        hits.append(data)
-    blocked = [dns.message.make_query(n, "A").to_wire() for n in typos]
-    sink = []
-    send = sink.append
+# ---------------------------------------------------------------- the upstream (child process)
+
+
+class Responder(asyncio.DatagramProtocol):
+    """Answers every query with one A record for its question (ID, question and OPT echoed)."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        end = 12
+        while end < len(data) and data[end]:
+            end += data[end] + 1
+        end += 5  # the root label, QTYPE and QCLASS
+        if end > len(data):
+            return
+        flags = b"\x81\x80" if data[2] & 1 else b"\x80\x80"  # QR, RA, RD copied
+        self.transport.sendto(data[:2] + flags + b"\x00\x01\x00\x01\x00\x00" + data[10:end] + ANSWER + data[end:], addr)
+
+
+async def respond() -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+    transport, _ = await loop.create_datagram_endpoint(Responder, local_addr=("127.0.0.1", 0))
+    print(transport.get_extra_info("sockname")[1], flush=True)
+    try:
+        await stop
+    finally:
+        transport.close()
+
+
+# ---------------------------------------------------------------- timing
+
+
+def queries(names: list[str]) -> list[bytes]:
+    return [dns.message.make_query(n, "A").to_wire() for n in names]
+
+
+async def exchange(answer: Callable, msgs: list[bytes], window: int) -> tuple[float, float, list]:
+    """Send msgs through answer() keeping `window` unanswered; (wall s, CPU s, replies) once all are answered."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    replies: list = []
+    todo = iter(msgs)
+
+    def send(reply) -> None:
+        replies.append(reply)
+        nxt = next(todo, None)
+        if nxt is not None:
+            loop.call_soon(answer, nxt, CLIENT, False, send)  # not from inside the reply path: no recursion
+        elif len(replies) == len(msgs) and not done.done():
+            done.set_result(None)
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(min(window, len(msgs))):
+        answer(next(todo), CLIENT, False, send)
+    await asyncio.wait_for(done, 60)
+    return time.perf_counter() - w0, time.process_time() - c0, replies
+
+
+def looped(answer: Callable, msgs: list[bytes], n: int) -> tuple[float, float, list]:
+    """n synchronous answers cycling over msgs; (wall s, CPU s, replies)."""
+    replies: list = []
+    send = replies.append
+    count = len(msgs)
+    w0, c0 = time.perf_counter(), time.process_time()
+    for i in range(n):
+        answer(msgs[i % count], CLIENT, False, send)
+    return time.perf_counter() - w0, time.process_time() - c0, replies
+
+
+def show(name: str, n: int, wall: float, cpu: float, replies: list, prof: cProfile.Profile | None) -> None:
+    if len(replies) != n or any(r is None for r in replies[:10]):
+        raise SystemExit(f"{name}: {len(replies)} replies to {n} queries (not answered in process?)")
+    print(f"{name:10} {wall / n * 1e6:7.2f} µs/query wall  {cpu / n * 1e6:7.2f} µs/query CPU  ({n:,} queries)")
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+async def run(args: argparse.Namespace, upstream: int) -> None:
+    cfg = load_config(None, {"zones_dir": str(REPO / "zones"), "events": "", "upstreams": (f"127.0.0.1:{upstream}",)})
+    answer = App(cfg).server.answer
+    gc.freeze()  # as App.run() does after start-up: the policy's objects leave the collector's scans
+    prof = cProfile.Profile() if args.profile else None
+    hits = queries([f"h{i}.bench.example." for i in range(1000)])
+    await exchange(answer, hits, args.window)  # misses now: cached from here on
+    await exchange(answer, queries([f"warm{i}.bench.example." for i in range(1000)]), args.window)
+
+    misses = queries([f"m{i}.bench.example." for i in range(args.misses)])
+    if prof:
+        prof.enable()
+    wall, cpu, replies = await exchange(answer, misses, args.window)
+    if prof:
+        prof.disable()
+    show("miss", len(misses), wall, cpu, replies, prof)
+
+    blocked = queries(list(TYPOS))
     mixes = {
         "cache-hit": hits,
         "blocked": blocked,
         "mixed": [blocked[i % 4] if i % 10 == 0 else hits[i] for i in range(1000)],
     }
     for name, msgs in mixes.items():
-        for m in msgs:  # warm: decisions and rendered blocks are remembered
-            server.answer(m, "127.0.0.1", False, send)
-        sink.clear()
-        count = len(msgs)
+        looped(answer, msgs, len(msgs))  # warm: decisions and rendered blocks are remembered
         prof = cProfile.Profile() if args.profile else None
-        t0 = time.perf_counter()
         if prof:
             prof.enable()
-        for i in range(args.n):
-            server.answer(msgs[i % count], "127.0.0.1", False, send)
+        wall, cpu, replies = looped(answer, msgs, args.n)
         if prof:
             prof.disable()
-        dt = time.perf_counter() - t0
-        assert all(r is not None for r in sink[:10]), "no reply"
-        sink.clear()
-        print(f"{name:10} {dt / args.n * 1e6:6.2f} µs/query")
-        if prof:
-            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        show(name, args.n, wall, cpu, replies, prof)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000, help="queries per hit/blocked/mixed loop")
+    ap.add_argument("--misses", type=int, default=20_000, help="unique names for the miss run")
+    ap.add_argument("--window", type=int, default=100, help="misses in flight at once (dnsperf -q)")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--responder", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = ap.parse_args()
+    runner = uvloop.run if uvloop else asyncio.run
+    if args.responder:
+        runner(respond())
+        return
+    child = subprocess.Popen([sys.executable, __file__, "--responder"], stdout=subprocess.PIPE, text=True)
+    try:
+        upstream = int(child.stdout.readline())
+        print(f"loop: {'uvloop ' + uvloop.__version__ if uvloop else 'asyncio'}; upstream: pid {child.pid}")
+        runner(run(args, upstream))
+    finally:
+        child.terminate()
+        child.wait(10)
 
 
 if __name__ == "__main__":
