@@ -144,6 +144,8 @@ class Metrics:
             "resolverguard_build_info", "Build metadata; always 1", ["version"], registry=r, multiprocess_mode="max"
         )
         self.build_info.labels(__version__).set(1)
+        for family in (self.typo_blocks, self.typo_would_block, self.rpz_hits):
+            family.labels = _with_slot(family.labels)
         for kind in MALFORMED:
             self.malformed.labels(kind)
         for result in ("success", "failure"):
@@ -156,6 +158,18 @@ class Metrics:
             for rcode in RCODES:
                 self._responses[outcome, rcode] = self.responses.labels(outcome, rcode)
         self._queries = {(t, q): self.queries.labels(t, q) for t in TRANSPORTS for q in (*Qtype, OTHER_QTYPE)}
+
+    # TEMPORARY stand-in for the int64 tally (the metrics branch replaces it): fast-path counts go nowhere
+    counts = __import__("array").array("q", bytes(8 * 64))
+
+    def query_slot(self, transport, qtype):
+        return 0
+
+    def response_slot(self, outcome, rcode):
+        return 0
+
+    def duration_slots(self, outcome):
+        return 1, 40
 
     def declare_policy(
         self,
@@ -239,3 +253,12 @@ def serve(registry: CollectorRegistry | None, host: str, port: int) -> None:
         multiprocess.MultiProcessCollector(registry)
         ProcessCollector(registry=registry)  # the supervisor's own process
     start_http_server(port, addr=host, registry=registry)
+
+
+def _with_slot(labels):  # TEMPORARY
+    def wrapped(*a):
+        child = labels(*a)
+        child.slot = 0
+        return child
+
+    return wrapped

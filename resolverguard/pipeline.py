@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Answer:
-    """A stage's reply: bytes to send (None: send nothing) and the outcome recorded in metrics.
+    """A stage's reply: bytes to send (None: send nothing), the outcome recorded in metrics, and whether the UDP
+    fast path (fastpath.py) may give it again.
 
     The outcome is an Outcome member (checked here, while the query is still inside the server's try), and
     metrics pre-declare every member: recording it after the reply went out cannot fail.
@@ -32,6 +33,8 @@ class Answer:
 
     reply: bytes | None
     outcome: Outcome
+    fresh_for: float = 0.0  # seconds the same reply answers the same query octets (0: never remembered)
+    slots: tuple[int, ...] = ()  # counter slots answering it counted besides query, response and duration
 
     def __post_init__(self) -> None:
         if type(self.outcome) is not Outcome:
@@ -158,7 +161,7 @@ class PolicyStage:
         self.policy: Policy | None = None
         self.learned = 0  # the guard's learned-label count the memo was filled with
         # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
-        self.seen: dict[tuple, tuple[Decision, bytes | None, Callable[[], None] | None]] = {}
+        self.seen: dict[tuple, tuple[Decision, bytes | None, object | None]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
@@ -183,23 +186,26 @@ class PolicyStage:
                 reply = wire.with_id_and_question(reply, query)
         if decision.outcome == Verdict.FORWARDED:
             return None
-        if seen[2] is not None:
-            seen[2]()
-        emit_block(query, decision)
+        counter = seen[2]
+        if counter is not None:
+            counter.inc()
+        if emit_block(query, decision) or _forwards(decision, query):
+            query.memo = False  # an event per lookup, or a counted lookup forwarded: never answered from memory
         if _forwards(decision, query):
             return None
-        return Answer(reply, _BLOCKED[decision.outcome])
+        slots = () if counter is None else (counter.slot,)
+        return Answer(reply, _BLOCKED[decision.outcome], 1.0, slots)
 
-    def _counter(self, query: wire.Query, decision: Decision) -> Callable[[], None] | None:
-        """The inc() of the counter child this decision counts on (the labels depend only on the key)."""
+    def _counter(self, query: wire.Query, decision: Decision):
+        """The counter child this decision counts on (the labels depend only on the key), or None."""
         qtype = QTYPES.get(query.qtype, OTHER_QTYPE)
         if decision.typo is not None:
             m, entry = decision.typo, self.policy.entry_of(decision.typo)  # mil, not navy.mil: series pre-declared
             if decision.outcome == Verdict.LOGGED_TYPO:
-                return self.metrics.typo_would_block.labels(entry, m.typo_class, qtype).inc
-            return self.metrics.typo_blocks.labels(entry, m.typo_class, decision.action, qtype).inc
+                return self.metrics.typo_would_block.labels(entry, m.typo_class, qtype)
+            return self.metrics.typo_blocks.labels(entry, m.typo_class, decision.action, qtype)
         if decision.rpz is not None:
-            return self.metrics.rpz_hits.labels(decision.rpz.zone, decision.rpz.action).inc
+            return self.metrics.rpz_hits.labels(decision.rpz.zone, decision.rpz.action)
         return None
 
 
@@ -214,11 +220,11 @@ class CacheStage:
 
     def handle(self, query: wire.Query) -> Answer | None:
         self._requests()
-        reply = self.cache.get(query)
-        if reply is None:
+        hit = self.cache.lookup(query)
+        if hit is None:
             return None
         self._hits()
-        return Answer(reply, Outcome.CACHED)
+        return Answer(hit[0], Outcome.CACHED, hit[1])
 
 
 class Forwarder:
@@ -257,6 +263,15 @@ class Forwarder:
 class Pipeline:
     stages: tuple[Stage, ...]
     forwarder: Forwarder
+
+    def unthrottled(self, client: str) -> bool:
+        """Whether every query of client passes the access and rate-limit stages (the fast path may answer it)."""
+        for stage in self.stages:
+            if isinstance(stage, Access) and not stage.allowed(client):
+                return False
+            if isinstance(stage, RateLimit) and not stage.exempt.allowed(client):
+                return False
+        return True
 
     def answer_now(self, query: wire.Query) -> Answer | None:
         """Run the synchronous stages in order; None means the query must be forwarded."""
