@@ -18,6 +18,7 @@ from .errors import ResolverGuardError
 from .fastpath import BATCH, FastTable
 from .metrics import Metrics
 from .pipeline import Answer, Pipeline
+from .transfer import TRANSFER_QTYPES
 
 if TYPE_CHECKING:
     from .transfer import ZoneExport
@@ -104,13 +105,14 @@ class Server:
         try:
             query = wire.parse_query(data, client, tcp)
             self.metrics.query("tcp" if tcp else "udp", query.qtype)
-            if self.export is not None and self.export.is_transfer(query):  # AXFR/IXFR of the export zone
-                self._track(self._transfer(query, send, started))
-                return
-            if self.export is not None and (msgs := self.export.answer(query)) is not None:  # its SOA
-                send(msgs[0])
-                self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
-                return
+            if self.export is not None and query.qtype in TRANSFER_QTYPES:  # SOA, AXFR, IXFR: the export zone's?
+                if self.export.is_transfer(query):  # built off the event loop
+                    self._track(self._transfer(query, send, started))
+                    return
+                if (msgs := self.export.answer(query)) is not None:  # its SOA (or a refusal)
+                    send(msgs[0])
+                    self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
+                    return
             answer = self.pipeline.answer_now(query)
             if answer is None:
                 if len(self.inflight) >= self.max_inflight:
