@@ -1,7 +1,7 @@
 """The UDP fast path: answers remembered for at most a second, keyed on the query octets as received.
 
 The pipeline answers a query once; if that reply may be given again, unchanged, to the same octets (a cache
-hit until its TTLs next count down, a block until the next second), Server remembers it here. Until then a
+hit until its TTLs next count down, at most a second; a block until the policy changes), Server remembers it. Until then a
 datagram with the same octets after the ID, from a client the access list admits and the rate limit exempts,
 is answered by drain(): one dict lookup, one freshness check, the reply with the query's ID, its counters
 incremented in the metrics' int64 slots. Everything else goes to Server.answer.
@@ -107,8 +107,8 @@ class FastTable:
         return drain_python(sock, self.entries, self.clients, counts, now, BOUNDS_NS)
 
     def remember(self, query: wire.Query, reply: bytes, outcome: str, fresh_for: float, slots: tuple[int, ...]) -> None:
-        """reply is the answer to query's octets for fresh_for more seconds (at most 1), with no other side effect
-        than the counters in slots and the query/response/duration series recorded here."""
+        """reply is the answer to query's octets for fresh_for more seconds (inf: until the policy changes), with
+        no other side effect than the counters in slots and the query/response/duration series recorded here."""
         if self.policy is not self.current_policy() or not self._eligible(query.client):
             return  # decided under a policy drain() has not seen yet, or for a client with answers of its own
         m = self.metrics
@@ -116,7 +116,7 @@ class FastTable:
         entries = self.entries
         if len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # the oldest remembered
-        entries[query.data[2:]] = (self.clock() + min(fresh_for, 1.0), reply, slots, *m.duration_slots(outcome))
+        entries[query.data[2:]] = (self.clock() + fresh_for, reply, slots, *m.duration_slots(outcome))
 
     def _eligible(self, client: str) -> bool:
         """Admitted, never rate limited, and no client-IP rule of its own (the same answers as everyone)."""

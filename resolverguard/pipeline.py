@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,7 +123,7 @@ class Sanity:
 
     def handle(self, query: wire.Query) -> Answer | None:
         if query.qtype == wire.ANY:
-            return Answer(wire.reply_for(query, 0, self.HINFO, (1, 0, 0)), Outcome.ANY_MINIMAL)
+            return Answer(wire.reply_for(query, 0, self.HINFO, (1, 0, 0)), Outcome.ANY_MINIMAL, math.inf)
         if query.qtype in (251, 252) and not query.tcp:  # IXFR, AXFR need TCP
             return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
         return None
@@ -138,7 +139,7 @@ class SinkHost:
 
     def handle(self, query: wire.Query) -> Answer | None:
         reply = answers.sink_host(query, self.sink)
-        return None if reply is None else Answer(reply, Outcome.SINK_HOST)
+        return None if reply is None else Answer(reply, Outcome.SINK_HOST, math.inf)  # fixed by the config
 
 
 _FORWARDED: tuple[Decision, None, None] = (FORWARD, None, None)
@@ -194,7 +195,7 @@ class PolicyStage:
         if _forwards(decision, query):
             return None
         slots = () if counter is None else (counter.slot,)
-        return Answer(reply, _BLOCKED[decision.outcome], 1.0, slots)
+        return Answer(reply, _BLOCKED[decision.outcome], math.inf, slots)  # until the policy changes
 
     def _counter(self, query: wire.Query, decision: Decision):
         """The counter child this decision counts on (the labels depend only on the key), or None."""
