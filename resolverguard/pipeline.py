@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import dns.name
+
 from . import answers, wire
 from .cache import Cache
 from .codes import OTHER_QTYPE, QTYPES, Action, Outcome, Verdict
@@ -136,8 +138,11 @@ class SinkHost:
 
     def __init__(self, sink: answers.Sink) -> None:
         self.sink = sink
+        self.host = dns.name.from_text(sink.mail_host).canonicalize().to_wire()  # how a query.key starts
 
     def handle(self, query: wire.Query) -> Answer | None:
+        if not query.key.startswith(self.host):  # compared as octets: decoding every qname costs a hit 4 µs
+            return None
         reply = answers.sink_host(query, self.sink)
         return None if reply is None else Answer(reply, Outcome.SINK_HOST, math.inf)  # fixed by the config
 
