@@ -15,6 +15,7 @@ from .cache import Cache
 from .config import DEFAULT_LISTEN, Config
 from .errors import ConfigError, os_reason
 from .events import reopen_events, setup_events
+from .fastpath import FastTable
 from .pipeline import build_pipeline
 from .reload import PolicyHolder
 from .server import Server
@@ -161,6 +162,7 @@ class App:
             tcp_max_connections=cfg.tcp_max_connections,
             max_inflight=cfg.max_inflight,
             export=export,
+            fast=FastTable(metrics, holder.current, pipeline.unthrottled, max_entries=cfg.cache_entries),
         )
         self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
         if cfg.metrics:

@@ -39,23 +39,31 @@ class Cache:
 
     def get(self, query: wire.Query, *, stale: bool = False) -> bytes | None:
         """The cached reply for query, re-addressed with TTLs counted down; stale=True allows expired entries."""
+        hit = self.lookup(query, stale=stale)
+        return None if hit is None else hit[0]
+
+    def lookup(self, query: wire.Query, *, stale: bool = False) -> tuple[bytes, float] | None:
+        """get(), and for how many more seconds that reply stays the same (until its TTLs next count down; 0 for
+        a stale one)."""
         key = query.key
         entry = self.entries.get(key)
         if entry is None:
             return None
         reply, offsets, stored, ttl = entry
-        age = int(self.clock() - stored)
+        elapsed = self.clock() - stored
+        age = int(elapsed)
+        fresh_for = age + 1 - elapsed
         if age >= ttl:
             if age >= ttl + self.stale_ttl:
                 self._remove(key)
                 return None
             if not stale:
                 return None
-            age = -1  # RFC 8767: a stale answer goes out with TTL 30
+            age, fresh_for = -1, 0.0  # RFC 8767: a stale answer goes out with TTL 30
         self.entries.move_to_end(key)
         if age and offsets:
             reply = wire.patch_ttls(reply, offsets, age)
-        return wire.with_id_and_question(reply, query)
+        return wire.with_id_and_question(reply, query), fresh_for
 
     def put(self, query: wire.Query, reply: bytes) -> bool:
         """Store an upstream reply if it may be cached; return whether it was."""

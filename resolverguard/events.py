@@ -77,10 +77,10 @@ def stop_events() -> None:
 atexit.register(stop_events)
 
 
-def emit_block(query: wire.Query, decision) -> None:
-    """Record one blocked (or, in log-only mode, would-have-blocked) lookup."""
+def emit_block(query: wire.Query, decision) -> bool:
+    """Record one blocked (or, in log-only mode, would-have-blocked) lookup; whether an event was written."""
     if blocks.disabled or not blocks.handlers:
-        return
+        return False
     typo, rpz = decision.typo, decision.rpz
     event = {
         "time": timestamp(),
@@ -97,6 +97,7 @@ def emit_block(query: wire.Query, decision) -> None:
         "rule": f"{rpz.zone}:{rpz.owner}" if rpz else "typo-detector",
     }
     emit_event(event)
+    return True
 
 
 def timestamp() -> str:

@@ -54,6 +54,13 @@ class Policy:
         dependent = any(z.v4_lengths or z.v6_lengths for z in self.table.zones)
         object.__setattr__(self, "client_dependent", dependent)
 
+    def decides_alike(self, client: str) -> bool:
+        """Whether client gets the decisions every client gets: no client-IP rule matches its address."""
+        if not self.client_dependent:
+            return True
+        addr = _address(client)
+        return addr is not None and not any(zone.match_client(addr) for zone in self.table.zones)
+
     def decide(self, qname: str, qtype: int, client: str | None) -> Decision:
         """Overrides win, the detector beats forwarding; a pure function of the snapshot and the question."""
         addr = _address(client) if self.client_dependent else None  # parse the address only if a rule asks

@@ -15,8 +15,10 @@ import dns.exception
 
 from . import wire
 from .errors import ResolverGuardError
+from .fastpath import BATCH, FastTable
 from .metrics import Metrics
 from .pipeline import Answer, Pipeline
+from .transfer import TRANSFER_QTYPES
 
 if TYPE_CHECKING:
     from .transfer import ZoneExport
@@ -38,6 +40,7 @@ class Server:
         tcp_max_connections: int = 1000,
         max_inflight: int = 10_000,
         export: ZoneExport | None = None,
+        fast: FastTable | None = None,
     ) -> None:
         self.pipeline, self.metrics = pipeline, metrics
         self.tcp_idle_timeout, self.tcp_max_connections, self.max_inflight = (
@@ -46,6 +49,7 @@ class Server:
             max_inflight,
         )
         self.export = export
+        self.fast = fast  # remembered UDP answers; None: every datagram goes through the pipeline
         # zone transfers are built off the event loop (a 1M-rule AXFR takes a minute), one at a time
         self.transfer_slot = asyncio.Semaphore(1)
         self.inflight: set[asyncio.Task] = set()  # transfers, and forwards by a forwarder without forward()
@@ -53,7 +57,7 @@ class Server:
         self.idle: asyncio.Future | None = None  # drain() waits on it for the last of them
         self.tcp_connections: OrderedDict[TcpConnection, None] = OrderedDict()
         self.closers: list[Callable[[], None]] = []
-        self.udp_transports: list[asyncio.DatagramTransport] = []
+        self.udp_listeners: list[UdpListener] = []
         self.stopping = False
         self.addresses: list[tuple[str, int]] = []
 
@@ -62,10 +66,8 @@ class Server:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for _ in range(20):
-            udp, _proto = await loop.create_datagram_endpoint(
-                lambda: UdpListener(self), sock=_bound(family, socket.SOCK_DGRAM, host, port, reuse_port)
-            )
-            bound = udp.get_extra_info("sockname")[1]
+            udp = UdpListener(self, _bound(family, socket.SOCK_DGRAM, host, port, reuse_port))
+            bound = udp.sock.getsockname()[1]
             try:
                 tcp_sock = _bound(family, socket.SOCK_STREAM, host, bound, reuse_port)
                 tcp = await loop.create_server(lambda: TcpConnection(self), sock=tcp_sock, backlog=1024)
@@ -75,7 +77,8 @@ class Server:
                     raise
                 continue  # the UDP port we drew is taken over TCP: draw again
             self.closers.append(tcp.close)
-            self.udp_transports.append(udp)
+            udp.start(loop)
+            self.udp_listeners.append(udp)
             self.addresses.append((host, bound))
             log.info("listening address=%s port=%d transports=udp,tcp", host, bound)
             return host, bound
@@ -98,7 +101,7 @@ class Server:
             await asyncio.wait(waits, timeout=grace)
         for conn in list(self.tcp_connections):
             conn.transport.close()
-        for udp in self.udp_transports:
+        for udp in self.udp_listeners:
             udp.close()
 
     def answer(self, data: bytes, client: str, tcp: bool, send: Callable[[Payload], None]) -> None:
@@ -108,13 +111,14 @@ class Server:
         try:
             query = wire.parse_query(data, client, tcp)
             self.metrics.query("tcp" if tcp else "udp", query.qtype)
-            if self.export is not None and self.export.is_transfer(query):  # AXFR/IXFR of the export zone
-                self._track(self._transfer(query, send, started))
-                return
-            if self.export is not None and (msgs := self.export.answer(query)) is not None:  # its SOA
-                send(msgs[0])
-                self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
-                return
+            if self.export is not None and query.qtype in TRANSFER_QTYPES:  # SOA, AXFR, IXFR: the export zone's?
+                if self.export.is_transfer(query):  # built off the event loop
+                    self._track(self._transfer(query, send, started))
+                    return
+                if (msgs := self.export.answer(query)) is not None:  # its SOA (or a refusal)
+                    send(msgs[0])
+                    self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
+                    return
             answer = self.pipeline.answer_now(query)
             if answer is None:
                 if len(self.inflight) + self.forwards >= self.max_inflight:
@@ -191,6 +195,8 @@ class Server:
         reply = answer.reply
         if reply is not None and query is not None and not query.tcp:
             reply = wire.fit_udp(reply, query)
+            if answer.fresh_for > 0 and query.memo and self.fast is not None:
+                self.fast.remember(query, reply, answer.outcome, answer.fresh_for, answer.slots)
         send(reply)  # exactly once per message received; None: nothing goes out
         self.metrics.response(answer.outcome, reply, time.perf_counter() - started)
 
@@ -213,20 +219,72 @@ def _bound(family: int, kind: int, host: str, port: int, reuse_port: bool) -> so
     return sock
 
 
-class UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, server: Server) -> None:
-        self.server = server
+class UdpListener:
+    """One UDP socket, read in batches when readable: the fast path answers what it remembers, the pipeline the rest."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+    ROUNDS = 8  # batches per readiness callback: then the loop serves its other sockets and timers
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        if self.server.stopping:
-            return
-        self.server.answer(data, addr[0], False, lambda reply: reply and self.transport.sendto(reply, addr))
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server, self.sock = server, sock
+        sock.setblocking(False)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error %s", exc)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.sock.fileno(), self.readable)
+
+    def close(self) -> None:
+        if self.loop is not None and self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def readable(self) -> None:
+        server, fast = self.server, self.server.fast
+        for _ in range(self.ROUNDS):
+            if server.stopping:  # read and drop: nothing new is answered
+                for _ in range(BATCH):
+                    if not _discard(self.sock):
+                        return
+                continue
+            if fast is not None:
+                read, slow = fast.drain(self.sock)
+            else:
+                read, slow = _recv_batch(self.sock)
+            for data, addr in slow:
+                server.answer(data, addr[0], False, self._replier(addr))
+            if read < BATCH:
+                return
+
+    def _replier(self, addr: tuple) -> Callable[[Payload], None]:
+        sendto = self.sock.sendto
+
+        def send(reply: Payload) -> None:
+            if reply and self.sock.fileno() >= 0:
+                try:
+                    sendto(reply, addr)
+                except OSError as exc:  # a full socket buffer, or the client's ICMP error: UDP may drop
+                    log.debug("udp send failed client=%s error=%s", addr[0], exc)
+
+        return send
+
+
+def _recv_batch(sock: socket.socket) -> tuple[int, list]:
+    """Up to BATCH datagrams, all for the pipeline (no fast path configured)."""
+    batch = []
+    while len(batch) < BATCH:
+        try:
+            batch.append(sock.recvfrom(65535))
+        except OSError:  # BlockingIOError: nothing left; else an ICMP error reported on the socket
+            break
+    return len(batch), batch
+
+
+def _discard(sock: socket.socket) -> bool:
+    try:
+        sock.recv(65535)
+        return True
+    except OSError:
+        return False
 
 
 class TcpConnection(asyncio.Protocol):

@@ -60,6 +60,7 @@ class Query:
     tcp: bool
     key: bytes  # cache key: lowercased question plus the bits that change the answer (EDNS, DO, CD, AD)
     _qname: str | None = field(default=None, repr=False, compare=False)
+    memo: bool = field(default=True, repr=False, compare=False)  # False: its answer must not be remembered
 
     @property
     def qname(self) -> str:

@@ -101,8 +101,13 @@ def test_per_domain_actions_refused_and_log_only(action_guard, upstream, tmp_pat
     logged = action_guard.query("paypa1.com", "A")  # log-only: resolved, but recorded as a would-block
     assert addresses(logged) == ["203.0.113.7"]
     assert upstream.count("gmial.com") == 0 and upstream.count("paypa1.com") == 1
-    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    by_name = {e["qname"]: e for e in events}
+
+    def by_name() -> dict:  # the events file is written by a thread: both lines arrive soon, not at once
+        lines = (tmp_path / "events.jsonl").read_text().splitlines()
+        events = {e["qname"]: e for e in map(json.loads, lines)}
+        return events if {"paypa1.com", "gmial.com"} <= set(events) else {}
+
+    by_name = wait_until(by_name, what="both block events written")
     assert by_name["paypa1.com"]["action"] == "log-only" and by_name["paypa1.com"]["protected"] == "paypal.com"
     assert by_name["gmial.com"]["action"] == "refused"
 

@@ -15,6 +15,7 @@ meaningful input for this comparison. The fuzz tests (test_fuzz_wire.py) cover h
 
 from __future__ import annotations
 
+import socket
 import struct
 from pathlib import Path
 
@@ -30,13 +31,16 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from resolverguard import answers, wire
+from resolverguard import answers, fastpath, wire
 from resolverguard.cache import Cache
 from resolverguard.config import Config
+from resolverguard.fastpath import FastTable
 from resolverguard.metrics import Metrics
 from resolverguard.pipeline import build_pipeline
 from resolverguard.reload import load_policy
+from resolverguard.server import Server, UdpListener
 from resolverguard.upstream import Upstream, UpstreamPool
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -354,3 +358,81 @@ def test_policy_fast_path_equals_fresh_decision_and_render(guard, q, client):
     else:
         assert answer is not None and answer.outcome == outcome
         assert answer.reply == expected
+
+
+# ------------------------------------------------------------------ the UDP fast path: remembered replies
+
+
+@pytest.fixture(scope="module", params=["python", "compiled"])
+def udp_guard(request):
+    """A Server on a loopback UDP socket, read by calling its listener directly (no event loop): a cache and
+    a fast table on one fake clock, and a client socket."""
+    if request.param == "compiled" and not fastpath.compiled():
+        pytest.skip("compiled loop not built (or RESOLVERGUARD_PURE set)")
+    cfg = Config(zones_dir=str(ROOT / "zones"), protect=("army.mil", "gmail.com"))
+    policy = load_policy(cfg)
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    cache, metrics = Cache(10_000, clock=clock), Metrics(CollectorRegistry())
+    pipeline = build_pipeline(cfg, lambda: policy, cache, UpstreamPool([Upstream("127.0.0.1", 9)]), metrics)
+    fast = FastTable(metrics, lambda: policy, pipeline.unthrottled, pure=request.param == "python", clock=clock)
+    server = Server(pipeline, metrics, fast=fast)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    listener = UdpListener(server, sock)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    yield server, listener, cache, now, client, policy
+    client.close()
+    listener.close()
+
+
+def _exchange(listener, client, data: bytes) -> bytes:
+    """Send one datagram, let the listener read until the reply is back."""
+    client.sendto(data, listener.sock.getsockname())
+
+    def reply() -> bytes | None:
+        listener.readable()
+        try:
+            return client.recv(65535)
+        except BlockingIOError:
+            return None
+
+    return wait_until(reply, what="the reply")
+
+
+@PROPS
+@given(queries(qtypes=(1, 28, 15)), st.integers(0, 2**64 - 1), st.integers(0, 65535), st.data())
+def test_udp_fast_path_equals_general_path_as_ttls_count_down(udp_guard, q, mask, qid, data):
+    # A cached reply asked for again and again, by other IDs and spellings: the first ask goes through the
+    # pipeline and is remembered, the next ones within the second come from the fast table, and once the clock
+    # passes a second boundary the pipeline re-patches the TTLs and remembers again. Every reply equals the
+    # general path's (dnspython re-rendering with the TTLs counted down, RFC 2181 truncation).
+    server, listener, cache, now, client, policy = udp_guard
+    question = q.question[0]
+    assume(policy.decide(_text(question.name), question.rdtype, "127.0.0.1").action == "forward")
+    now[0] += 2.0  # whatever an earlier example left in the fast table is stale now
+    reply, ttl = upstream_reply(q, data.draw)
+    assert cache.put(wire.parse_query(q.to_wire(), "127.0.0.1", False), reply)
+    stored, asked = now[0], []
+    answer = server.answer
+    server.answer = lambda *args: (asked.append(args[0]), answer(*args))[1]  # counts the pipeline's answers
+    try:
+        for step in range(5):
+            if step == 3:
+                now[0] += data.draw(st.integers(1, max(1, ttl - 2)), label="seconds later")
+            elif step:
+                now[0] += data.draw(st.floats(0, 0.5), label="a moment later")
+            if now[0] - stored >= ttl:
+                break  # expired: the forwarder's business, not this comparison's
+            client_q = _respell(q, mask, (qid + step) % 65536)
+            got = _exchange(listener, client, client_q.to_wire())
+            expected = general_readdress(reply, client_q, int(now[0] - stored), cache.max_ttl)
+            if len(expected) > (max(512, client_q.payload) if client_q.edns >= 0 else 512):
+                expected = general_truncate(expected, client_q)
+            assert got == expected
+    finally:
+        server.answer = answer
+    event(f"pipeline answered {len(asked)}")
+    assert asked  # the first ask, at least, went through the pipeline

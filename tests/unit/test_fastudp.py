@@ -1,0 +1,130 @@
+"""The compiled UDP loop (_fastudp.drain) and the pure-Python one (fastpath.drain_python) behave the same.
+
+Both read real datagrams from a loopback socket: what each answers, what each hands to the pipeline and
+what each counts must be equal, datagram for datagram.
+"""
+
+from __future__ import annotations
+
+import socket
+from array import array
+
+import pytest
+
+from resolverguard import fastpath
+from resolverguard.metrics import LATENCY_BUCKETS_NS
+from tests.polling import wait_until
+
+needs_compiled = pytest.mark.skipif(fastpath._fastudp is None, reason="compiled loop not built")
+BOUNDS = LATENCY_BUCKETS_NS
+
+
+def _query(qid: int, name: bytes) -> bytes:
+    return qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x00\x01\x00\x01"
+
+
+def _reply(name: bytes, marker: int) -> bytes:
+    return b"\xff\xff\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x00\x01\x00\x01" + bytes([marker])
+
+
+@pytest.fixture
+def sockets():
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    allowed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    allowed.bind(("127.0.0.1", 0))
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.2", 0))
+    for s in (allowed, other):
+        s.settimeout(5)
+    yield server, allowed, other
+    for s in (server, allowed, other):
+        s.close()
+
+
+def _run(kind: str, sockets) -> tuple[list, list, list, array]:
+    """Send a fixed mix of datagrams; drain them with one loop; return (replies, slow, slow senders, counts)."""
+    server, allowed, other = sockets
+    port = server.getsockname()[1]
+    fresh, stale = b"\x05fresh\x07example", b"\x05stale\x07example"
+    key = _query(0, fresh)[2:]
+    table = {
+        key: (100.0, _reply(fresh, 1), (3, 4), 10, 30),
+        _query(0, stale)[2:]: (50.0, _reply(stale, 2), (5,), 10, 30),
+    }
+    clients = {"127.0.0.1" if kind == "python" else socket.inet_aton("127.0.0.1"): True}
+    counts = array("q", bytes(8 * 40))
+    plan = [
+        (allowed, _query(0x1234, fresh)),  # answered: fresh entry, admitted client
+        (allowed, _query(0x4321, stale)),  # pipeline: entry stale at now=60
+        (other, _query(0x1111, fresh)),  # pipeline: client not admitted
+        (allowed, b"\x12\x34\x01"),  # pipeline: too short (the pipeline drops it)
+        (allowed, _query(0x9999, b"\x03new\x07example")),  # pipeline: nothing remembered
+        (allowed, _query(0xBEEF, fresh)),  # answered
+    ]
+    for sock, data in plan:
+        sock.sendto(data, ("127.0.0.1", port))
+    slow: list = []
+    total = [0]
+
+    def drained() -> bool:
+        if kind == "python":
+            read, more = fastpath.drain_python(server, table, clients, counts, 60.0, BOUNDS)
+        else:
+            read, more = fastpath._fastudp.drain(server.fileno(), table, clients, counts, 60.0, BOUNDS)
+        total[0] += read
+        slow.extend(more)
+        return total[0] == len(plan)
+
+    wait_until(drained, what="every datagram read")
+    replies = [allowed.recv(100) for _ in range(2)]
+    senders = [addr[0] for _, addr in slow]
+    return replies, [data for data, _ in slow], senders, counts
+
+
+@needs_compiled
+def test_compiled_and_python_loops_answer_and_count_the_same(sockets):
+    results = {kind: _run(kind, sockets) for kind in ("python", "compiled")}
+    py, c = results["python"], results["compiled"]
+    assert py[0] == c[0]
+    assert sorted(py[0]) == sorted(
+        [b"\x12\x34" + _reply(b"\x05fresh\x07example", 1)[2:], b"\xbe\xef" + _reply(b"\x05fresh\x07example", 1)[2:]]
+    )
+    assert py[1] == c[1] and len(py[1]) == 4
+    assert py[2] == c[2] and "127.0.0.2" in py[2]
+    for counts in (py[3], c[3]):
+        assert counts[3] == counts[4] == 2 and counts[5] == 0  # the fresh entry's slots, twice; never the stale one
+        assert sum(counts[10 : 10 + len(BOUNDS) + 1]) == 2  # two durations observed
+        assert counts[30] > 0  # their sum, in ns
+
+
+def test_python_loop_reads_nothing_from_an_empty_socket(sockets):
+    server = sockets[0]
+    assert fastpath.drain_python(server, {}, {}, array("q", bytes(80)), 0.0, BOUNDS) == (0, [])
+
+
+@needs_compiled
+def test_compiled_loop_reads_nothing_from_an_empty_socket(sockets):
+    server = sockets[0]
+    assert fastpath._fastudp.drain(server.fileno(), {}, {}, array("q", bytes(80)), 0.0, BOUNDS) == (0, [])
+
+
+@needs_compiled
+def test_compiled_loop_ignores_slots_outside_the_counts(sockets):
+    server, allowed, _ = sockets
+    name = b"\x01x\x07example"
+    table = {_query(0, name)[2:]: (10.0, _reply(name, 7), (999, -1, 2), 500, 9999)}
+    counts = array("q", bytes(8 * 4))
+    allowed.sendto(_query(7, name), server.getsockname())
+    read = [0]
+
+    def drained() -> bool:
+        read[0] += fastpath._fastudp.drain(
+            server.fileno(), table, {socket.inet_aton("127.0.0.1"): True}, counts, 0.0, BOUNDS
+        )[0]
+        return read[0] == 1
+
+    wait_until(drained, what="the datagram read")
+    assert allowed.recv(100)[:2] == b"\x00\x07"
+    assert list(counts) == [0, 0, 1, 0]
