@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from . import wire
-from .metrics import LATENCY_BUCKETS_NS, Metrics, rcode_label
+from .metrics import LATENCY_BUCKETS_NS, Metrics
 
 try:
     from . import _fastudp
@@ -111,11 +111,12 @@ class FastTable:
         if self.policy is not self.current_policy() or not self._eligible(query.client):
             return  # decided under a policy drain() has not seen yet, or for a client with answers of its own
         m = self.metrics
-        slots = (*slots, m.query_slot("udp", query.qtype), m.response_slot(outcome, rcode_label(reply)))
+        response, first, total = m.reply_slots(outcome, reply)
+        slots = (*slots, m.query_slot("udp", query.qtype), response)
         entries = self.entries
         if len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # the oldest remembered
-        entries[query.data[2:]] = (self.clock() + fresh_for, reply, slots, *m.duration_slots(outcome))
+        entries[query.data[2:]] = (self.clock() + fresh_for, reply, slots, first, total)
 
     def _eligible(self, client: str) -> bool:
         """Admitted, never rate limited, and no client-IP rule of its own (the same answers as everyone)."""

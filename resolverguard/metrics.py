@@ -207,11 +207,17 @@ class Metrics:
         slots, other = self._queries[transport]
         self.counts[slots.get(qtype, other)] += 1
 
-    def response(self, outcome: str, reply: bytes | None, seconds: float) -> None:
-        """One response (rcode read from the reply; None or short: "none") and its duration."""
+    def reply_slots(self, outcome: str, reply: bytes | None) -> tuple[int, int, int]:
+        """The slots one response counts in: responses_total{outcome, rcode read from the reply (None or short:
+        "none")}, and its duration's first bucket and sum (duration_slots)."""
         rcodes, first, total = self._outcomes[outcome]
+        return rcodes[reply[3] & 0xF] if reply is not None and len(reply) > 3 else rcodes[16], first, total
+
+    def response(self, outcome: str, reply: bytes | None, seconds: float) -> None:
+        """One response and its duration."""
+        response, first, total = self.reply_slots(outcome, reply)
         counts = self.counts
-        counts[rcodes[reply[3] & 0xF] if reply is not None and len(reply) > 3 else rcodes[16]] += 1
+        counts[response] += 1
         counts[first + bisect_left(LATENCY_BUCKETS, seconds)] += 1
         counts[total] += int(seconds * 1e9)
 
