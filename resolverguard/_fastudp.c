@@ -3,7 +3,8 @@
  * drain(fd, table, clients, counts, now, bounds) reads up to BATCH datagrams in one recvmmsg call. A datagram
  * whose client address is in `clients` and whose octets after the ID are a key of `table` with a fresh entry
  * is answered here: the entry's reply with the query's ID, sent with one sendmmsg for the whole batch, its
- * counters incremented in `counts` (an int64 buffer). Every other datagram is returned, as (data, address),
+ * counters incremented in `counts` (an int64 buffer). A renewable entry past its second gets its TTLs counted
+ * down from its template here, once per second, and goes back in the table. Every other datagram is returned, as (data, address),
  * for the Python pipeline. resolverguard/fastpath.py holds the same loop in pure Python (the fallback, and the
  * reference the tests hold this one to); it documents the entry layout.
  *
@@ -64,7 +65,48 @@ static PyObject *address(const struct sockaddr_storage *sa) {
     return Py_BuildValue("(siII)", host, ntohs(a->sin6_port), ntohl(a->sin6_flowinfo), a->sin6_scope_id);
 }
 
-/* The entry for this datagram if it may be answered here (borrowed reference), else NULL. */
+/* A renewable entry (9 items) whose second has passed: its template with every TTL counted down by the whole
+ * seconds since it was stored, fresh until the next second, put back in the table; a new reference, or NULL
+ * when the entry is not renewable or has expired. The same arithmetic as wire.patch_ttls. */
+static PyObject *renewed(PyObject *table, PyObject *key, PyObject *entry, double now) {
+    if (PyTuple_GET_SIZE(entry) != 9)
+        return NULL;
+    PyObject *tmpl = PyTuple_GET_ITEM(entry, 5), *offsets = PyTuple_GET_ITEM(entry, 6);
+    PyObject *stored_o = PyTuple_GET_ITEM(entry, 7), *expires_o = PyTuple_GET_ITEM(entry, 8);
+    if (!PyBytes_CheckExact(tmpl) || !PyTuple_CheckExact(offsets) || !PyFloat_CheckExact(stored_o) ||
+        !PyFloat_CheckExact(expires_o))
+        return NULL;
+    double stored = PyFloat_AS_DOUBLE(stored_o);
+    if (now >= PyFloat_AS_DOUBLE(expires_o) || now < stored)
+        return NULL;
+    uint32_t age = (uint32_t)(now - stored);
+    Py_ssize_t n = PyBytes_GET_SIZE(tmpl);
+    PyObject *reply = PyBytes_FromStringAndSize(PyBytes_AS_STRING(tmpl), n);
+    if (reply == NULL)
+        return NULL;
+    unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(reply);
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(offsets); k++) {
+        Py_ssize_t off = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, k));
+        if (off < 0 || off + 4 > n) {
+            PyErr_Clear();
+            continue;
+        }
+        uint32_t ttl = (uint32_t)buf[off] << 24 | (uint32_t)buf[off + 1] << 16 | (uint32_t)buf[off + 2] << 8 | buf[off + 3];
+        ttl = ttl > age ? ttl - age : 0;
+        buf[off] = ttl >> 24, buf[off + 1] = ttl >> 16, buf[off + 2] = ttl >> 8, buf[off + 3] = ttl;
+    }
+    PyObject *until = PyFloat_FromDouble(stored + age + 1);
+    PyObject *fresh = until ? PyTuple_Pack(9, until, reply, PyTuple_GET_ITEM(entry, 2), PyTuple_GET_ITEM(entry, 3),
+                                           PyTuple_GET_ITEM(entry, 4), tmpl, offsets, stored_o, expires_o)
+                            : NULL;
+    Py_XDECREF(until);
+    Py_DECREF(reply);
+    if (fresh != NULL && PyDict_SetItem(table, key, fresh) < 0)
+        Py_CLEAR(fresh);
+    return fresh;
+}
+
+/* The entry for this datagram if it may be answered here (a new reference), else NULL. */
 static PyObject *fresh_entry(PyObject *table, PyObject *clients, int i, double now) {
     unsigned len = rmsgs[i].msg_len;
     if (len < 12)
@@ -79,15 +121,23 @@ static PyObject *fresh_entry(PyObject *table, PyObject *clients, int i, double n
     PyObject *key = PyBytes_FromStringAndSize((const char *)bufs + (size_t)i * BUFSZ + 2, len - 2);
     if (key == NULL)
         return NULL;
-    PyObject *entry = PyDict_GetItemWithError(table, key);
+    PyObject *entry = PyDict_GetItemWithError(table, key), *result = NULL;
+    if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) >= 5 &&
+        PyFloat_CheckExact(PyTuple_GET_ITEM(entry, 0)) && PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
+        if (PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 0)) > now) {
+            result = entry;
+            Py_INCREF(result);
+        } else {
+            result = renewed(table, key, entry, now);
+        }
+    }
     Py_DECREF(key);
-    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 5)
-        return NULL;
-    PyObject *until = PyTuple_GET_ITEM(entry, 0), *reply = PyTuple_GET_ITEM(entry, 1);
-    if (!PyFloat_CheckExact(until) || PyFloat_AS_DOUBLE(until) <= now || !PyBytes_CheckExact(reply) ||
-        PyBytes_GET_SIZE(reply) < 12 || !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)))
-        return NULL;
-    return entry;
+    if (result != NULL) {
+        PyObject *reply = PyTuple_GET_ITEM(result, 1);
+        if (!PyBytes_CheckExact(reply) || PyBytes_GET_SIZE(reply) < 12)
+            Py_CLEAR(result);
+    }
+    return result;
 }
 
 static void bump(int64_t *counts, Py_ssize_t n, PyObject *index, int64_t by) {
@@ -140,8 +190,7 @@ static PyObject *drain(PyObject *self, PyObject *args) {
             smsgs[nsend].msg_hdr.msg_namelen = rmsgs[i].msg_hdr.msg_namelen;
             smsgs[nsend].msg_hdr.msg_iov = siov[nsend];
             smsgs[nsend].msg_hdr.msg_iovlen = 2;
-            Py_INCREF(entry);
-            held[nsend++] = entry;
+            held[nsend++] = entry; /* a reference of ours: the reply stays alive until sendmmsg is done */
             continue;
         }
         PyObject *data = PyBytes_FromStringAndSize(riov[i].iov_base, rmsgs[i].msg_len);

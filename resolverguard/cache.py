@@ -42,9 +42,10 @@ class Cache:
         hit = self.lookup(query, stale=stale)
         return None if hit is None else hit[0]
 
-    def lookup(self, query: wire.Query, *, stale: bool = False) -> tuple[bytes, float] | None:
-        """get(), and for how many more seconds that reply stays the same (until its TTLs next count down; 0 for
-        a stale one)."""
+    def lookup(self, query: wire.Query, *, stale: bool = False) -> tuple[bytes, float, tuple | None] | None:
+        """get(), for how many more seconds that reply stays the same (until its TTLs next count down; 0 for a
+        stale one), and how to count it down later: (the stored reply re-addressed, its TTL offsets, seconds
+        since it was stored, its TTL), None for a stale one."""
         key = query.key
         entry = self.entries.get(key)
         if entry is None:
@@ -61,9 +62,10 @@ class Cache:
                 return None
             age, fresh_for = -1, 0.0  # RFC 8767: a stale answer goes out with TTL 30
         self.entries.move_to_end(key)
-        if age and offsets:
-            reply = wire.patch_ttls(reply, offsets, age)
-        return wire.with_id_and_question(reply, query), fresh_for
+        template = wire.with_id_and_question(reply, query)
+        if age < 0:
+            return wire.patch_ttls(template, offsets, age), fresh_for, None
+        return wire.patch_ttls(template, offsets, age), fresh_for, (template, offsets, elapsed, ttl)
 
     def put(self, query: wire.Query, reply: bytes) -> bool:
         """Store an upstream reply if it may be cached; return whether it was."""

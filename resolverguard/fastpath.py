@@ -28,8 +28,22 @@ except ImportError:  # built without a C compiler: the pure-Python loop
 
 BATCH = 64  # datagrams read per drain() call (the compiled loop's recvmmsg vector)
 # An entry: (fresh until, on the table's clock; reply sent, any ID; counter slots each answer increments;
-# first duration-bucket slot; duration-sum slot, in ns). Plain tuples of atoms: the cyclic GC skips them.
-Entry = tuple[float, bytes, tuple[int, ...], int, int]
+# first duration-bucket slot; duration-sum slot, in ns), and for a cache hit four more: (its reply as stored,
+# re-addressed, TTLs not counted down; their offsets; stored at; expires at). Past its second such an entry is
+# renewed by the drain loop itself: TTLs counted down from the template, fresh until the next second.
+# Plain tuples of atoms: the cyclic GC skips them.
+Entry = tuple
+
+
+def renewed(table: dict, key: bytes, entry: tuple, now: float) -> tuple | None:
+    """A renewable entry past its second, counted down and put back; None when not renewable or expired."""
+    if len(entry) != 9 or not entry[7] <= now < entry[8]:
+        return None
+    _, _, slots, first, total, template, offsets, stored, expires = entry
+    age = int(now - stored)
+    fresh = (stored + age + 1, wire.patch_ttls(template, offsets, age), slots, first, total, *entry[5:])
+    table[key] = fresh
+    return fresh
 
 
 def compiled() -> bool:
@@ -49,7 +63,9 @@ def drain_python(sock: socket.socket, table: dict, clients: dict, counts, now: f
             break
         read += 1
         entry = get(data[2:]) if clients.get(addr[0]) is True and len(data) >= 12 else None
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] <= now:
+            entry = renewed(table, data[2:], entry, now)
+        if entry is not None:
             try:
                 send(data[:2] + entry[1][2:], addr)
             except OSError:  # a datagram the kernel will not take is dropped, as UDP may
@@ -60,7 +76,7 @@ def drain_python(sock: socket.socket, table: dict, clients: dict, counts, now: f
     if answered:
         elapsed = time.perf_counter_ns() - started
         bucket = bisect.bisect_left(bounds, elapsed)
-        for _, _, slots, first, total in answered:
+        for _, _, slots, first, total, *_ in answered:
             for slot in slots:
                 counts[slot] += 1
             counts[first + bucket] += 1
@@ -105,9 +121,19 @@ class FastTable:
             return _fastudp.drain(sock.fileno(), self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS)
         return drain_python(sock, self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS)
 
-    def remember(self, query: wire.Query, reply: bytes, outcome: str, fresh_for: float, slots: tuple[int, ...]) -> None:
+    def remember(
+        self,
+        query: wire.Query,
+        reply: bytes,
+        outcome: str,
+        fresh_for: float,
+        slots: tuple[int, ...],
+        renew: tuple | None = None,
+    ) -> None:
         """reply is the answer to query's octets for fresh_for more seconds (inf: until the policy changes), with
-        no other side effect than the counters in slots and the query/response/duration series recorded here."""
+        no other side effect than the counters in slots and the query/response/duration series recorded here.
+        renew (template, TTL offsets, seconds since stored, TTL), for a cache hit: how to count its TTLs down
+        after that, until it expires."""
         if self.policy is not self.current_policy() or not self._eligible(query.client):
             return  # decided under a policy drain() has not seen yet, or for a client with answers of its own
         m = self.metrics
@@ -116,7 +142,12 @@ class FastTable:
         entries = self.entries
         if len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # the oldest remembered
-        entries[query.data[2:]] = (self.clock() + fresh_for, reply, slots, first, total)
+        now = self.clock()
+        entry = (now + fresh_for, reply, slots, first, total)
+        if renew is not None:
+            template, offsets, elapsed, ttl = renew
+            entry += (template, offsets, now - elapsed, now - elapsed + ttl)
+        entries[query.data[2:]] = entry
 
     def _eligible(self, client: str) -> bool:
         """Admitted, never rate limited, and no client-IP rule of its own (the same answers as everyone)."""

@@ -38,6 +38,7 @@ class Answer:
     outcome: Outcome
     fresh_for: float = 0.0  # seconds the same reply answers the same query octets (0: never remembered)
     slots: tuple[int, ...] = ()  # counter slots answering it counted besides query, response and duration
+    renew: tuple | None = None  # a cache hit's way to count its TTLs down later (FastTable.remember)
 
     def __post_init__(self) -> None:
         if type(self.outcome) is not Outcome:
@@ -224,7 +225,7 @@ class CacheStage:
     def handle(self, query: wire.Query) -> Answer | None:
         self.counts[self.requests] += 1
         hit = self.cache.lookup(query)
-        return None if hit is None else Answer(hit[0], Outcome.CACHED, hit[1], (self.requests,))
+        return None if hit is None else Answer(hit[0], Outcome.CACHED, hit[1], (self.requests,), hit[2])
 
 
 class Forwarder:

@@ -196,7 +196,8 @@ class Server:
         if reply is not None and query is not None and not query.tcp:
             reply = wire.fit_udp(reply, query)
             if answer.fresh_for > 0 and query.memo and self.fast is not None:
-                self.fast.remember(query, reply, answer.outcome, answer.fresh_for, answer.slots)
+                renew = answer.renew if reply is answer.reply else None  # cut to fit: the TTL offsets moved
+                self.fast.remember(query, reply, answer.outcome, answer.fresh_for, answer.slots, renew)
         send(reply)  # exactly once per message received; None: nothing goes out
         self.metrics.response(answer.outcome, reply, time.perf_counter() - started)
 

@@ -43,6 +43,24 @@ def sockets():
         s.close()
 
 
+def _drain_all(kind: str, server, table, clients, counts, now: float, expected: int) -> list:
+    """Drain with one loop until `expected` datagrams are read; the ones left for the pipeline."""
+    slow: list = []
+    total = [0]
+
+    def drained() -> bool:
+        if kind == "python":
+            read, more = fastpath.drain_python(server, table, clients, counts, now, BOUNDS)
+        else:
+            read, more = fastpath._fastudp.drain(server.fileno(), table, clients, counts, now, BOUNDS)
+        total[0] += read
+        slow.extend(more)
+        return total[0] == expected
+
+    wait_until(drained, what="every datagram read")
+    return slow
+
+
 def _run(kind: str, sockets) -> tuple[list, list, list, array]:
     """Send a fixed mix of datagrams; drain them with one loop; return (replies, slow, slow senders, counts)."""
     server, allowed, other = sockets
@@ -65,19 +83,7 @@ def _run(kind: str, sockets) -> tuple[list, list, list, array]:
     ]
     for sock, data in plan:
         sock.sendto(data, ("127.0.0.1", port))
-    slow: list = []
-    total = [0]
-
-    def drained() -> bool:
-        if kind == "python":
-            read, more = fastpath.drain_python(server, table, clients, counts, 60.0, BOUNDS)
-        else:
-            read, more = fastpath._fastudp.drain(server.fileno(), table, clients, counts, 60.0, BOUNDS)
-        total[0] += read
-        slow.extend(more)
-        return total[0] == len(plan)
-
-    wait_until(drained, what="every datagram read")
+    slow = _drain_all(kind, server, table, clients, counts, 60.0, len(plan))
     replies = [allowed.recv(100) for _ in range(2)]
     senders = [addr[0] for _, addr in slow]
     return replies, [data for data, _ in slow], senders, counts
@@ -128,3 +134,36 @@ def test_compiled_loop_ignores_slots_outside_the_counts(sockets):
     wait_until(drained, what="the datagram read")
     assert allowed.recv(100)[:2] == b"\x00\x07"
     assert list(counts) == [0, 0, 1, 0]
+
+
+def _renewing(kind: str, sockets) -> tuple[list, dict]:
+    """A cache hit past its second, and one past its TTL: drained at now=60.5 by one loop."""
+    server, allowed, _ = sockets
+    name, gone = b"\x05renew\x07example", b"\x04gone\x07example"
+    question_end = 12 + len(name) + 5
+    template = _reply(name, 0)[:-1] + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x01"  # TTL 300
+    offsets = (question_end + 6,)
+    table = {
+        _query(0, name)[2:]: (41.0, template, (3,), 10, 30, template, offsets, 40.0, 340.0),
+        _query(0, gone)[2:]: (41.0, _reply(gone, 9), (4,), 10, 30, _reply(gone, 9), (), 40.0, 59.0),
+    }
+    clients = {"127.0.0.1" if kind == "python" else socket.inet_aton("127.0.0.1"): True}
+    counts = array("q", bytes(8 * 40))
+    for qid, q in ((1, name), (2, gone), (3, name)):
+        allowed.sendto(_query(qid, q), server.getsockname())
+    slow = _drain_all(kind, server, table, clients, counts, 60.5, 3)
+    assert [data[2:] for data, _ in slow] == [_query(0, gone)[2:]]  # expired: the pipeline's
+    assert counts[3] == 2 and counts[4] == 0
+    return [allowed.recv(200) for _ in range(2)], table
+
+
+@needs_compiled
+def test_both_loops_count_a_cache_hit_down_once_its_second_has_passed(sockets):
+    py_replies, py_table = _renewing("python", sockets)
+    c_replies, c_table = _renewing("compiled", sockets)
+    assert py_replies == c_replies and py_table == c_table
+    key = _query(0, b"\x05renew\x07example")[2:]
+    fresh_until, reply = c_table[key][:2]
+    assert fresh_until == 61.0  # renewed once, fresh until the next second
+    assert reply[-10:-6] == (300 - 20).to_bytes(4, "big")  # 20 whole seconds since it was stored
+    assert c_replies[0][2:] == reply[2:] and c_replies[0][:2] == b"\x00\x01"
