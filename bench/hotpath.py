@@ -140,8 +140,9 @@ def fast_path(server, msgs: list[bytes], n: int, compiled: bool) -> tuple[float,
     client.settimeout(5)
     for msg in msgs:  # once through the pipeline: remembered from here on
         client.sendto(msg, addr)
-        while listener.readable() is None and not _ready(client):
-            pass
+        listener.readable()  # a hit or a block is answered at once, within this call
+        while not _ready(client):  # (waits up to the client's timeout for the reply)
+            listener.readable()
         client.recv(65535)
     replies: list = []
     wall = cpu = 0.0

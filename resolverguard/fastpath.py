@@ -1,10 +1,11 @@
-"""The UDP fast path: answers remembered for at most a second, keyed on the query octets as received.
+"""The UDP fast path: answers remembered by the query octets as received, after the ID.
 
-The pipeline answers a query once; if that reply may be given again, unchanged, to the same octets (a cache
-hit until its TTLs next count down, at most a second; a block until the policy changes), Server remembers it. Until then a
-datagram with the same octets after the ID, from a client the access list admits and the rate limit exempts,
-is answered by drain(): one dict lookup, one freshness check, the reply with the query's ID, its counters
-incremented in the metrics' int64 slots. Everything else goes to Server.answer.
+The pipeline answers a query once; if that reply may be given again to the same octets (a cache hit until it
+expires, its TTLs counted down here once per second; a block until the policy changes), Server remembers it.
+Until then a datagram with the same octets after the ID, from a client the access list admits, the rate limit
+exempts and no client-IP rule names, is answered by drain(): one dict lookup, one freshness check, the reply
+with the query's ID, its counters incremented in the metrics' int64 slots. Everything else goes to
+Server.answer.
 
 drain() is the compiled loop of _fastudp.c (recvmmsg/sendmmsg, a batch per system call) when it was built,
 else drain_python() below: the same loop, the same entries, the same counters, one datagram per call.

@@ -194,9 +194,10 @@ class PolicyStage:
         counter = seen[2]
         if counter is not None:
             counter.inc()
-        if emit_block(query, decision) or _forwards(decision, query):
+        forward = _forwards(decision, query)
+        if emit_block(query, decision) or forward:
             query.memo = False  # an event per lookup, or a counted lookup forwarded: never answered from memory
-        if _forwards(decision, query):
+        if forward:
             return None
         slots = () if counter is None else (counter.slot,)
         return Answer(reply, _BLOCKED[decision.outcome], math.inf, slots)  # until the policy changes

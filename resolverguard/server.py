@@ -243,11 +243,8 @@ class UdpListener:
         server, fast = self.server, self.server.fast
         for _ in range(self.ROUNDS):
             if server.stopping:  # read and drop: nothing new is answered
-                for _ in range(BATCH):
-                    if not _discard(self.sock):
-                        return
-                continue
-            if fast is not None:
+                read, slow = _recv_batch(self.sock)[0], []
+            elif fast is not None:
                 read, slow = fast.drain(self.sock)
             else:
                 read, slow = _recv_batch(self.sock)
@@ -270,7 +267,7 @@ class UdpListener:
 
 
 def _recv_batch(sock: socket.socket) -> tuple[int, list]:
-    """Up to BATCH datagrams, all for the pipeline (no fast path configured)."""
+    """Up to BATCH datagrams with their addresses, none answered (no fast path, or stopping)."""
     batch = []
     while len(batch) < BATCH:
         try:
@@ -278,14 +275,6 @@ def _recv_batch(sock: socket.socket) -> tuple[int, list]:
         except OSError:  # BlockingIOError: nothing left; else an ICMP error reported on the socket
             break
     return len(batch), batch
-
-
-def _discard(sock: socket.socket) -> bool:
-    try:
-        sock.recv(65535)
-        return True
-    except OSError:
-        return False
 
 
 class TcpConnection(asyncio.Protocol):
