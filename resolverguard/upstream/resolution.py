@@ -29,7 +29,7 @@ from .pool import Upstream, ranked
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 64
-# What the guard adds to every EDNS query it sends upstream (an option from the RFC 6891 9 local/experimental
+# What the guard adds to every query it sends upstream (with its OPT, also for clients without EDNS) (an option from the RFC 6891 9 local/experimental
 # range): the path of guards the query has been through, 4 octets each. A guard that finds its own token in a
 # query (another guard sent it back: A -> B -> A) or more than MAX_HOPS of them answers it at once with the
 # forwarding-loop SERVFAIL instead of forwarding it again.
@@ -123,6 +123,26 @@ def cname_loop(reply: bytes, qend: int) -> bool:
     except (struct.error, IndexError, MalformedQuery):
         return False  # unreadable: the forwarder passes it on as it came, uncached
     return False
+
+
+def without_opt(reply: bytes) -> bytes:
+    """The reply without its OPT record (the additional section's; ARCOUNT one less); as it came if unreadable."""
+    try:
+        _, _, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
+        if not ar:
+            return reply
+        pos = 12
+        for _ in range(qd):
+            pos = wire.skip_name(reply, pos) + 4
+        for i in range(an + ns + ar):
+            owner, pos = pos, wire.skip_name(reply, pos)
+            rtype, _, _, rdlen = _RR.unpack_from(reply, pos)
+            pos += 10 + rdlen
+            if rtype == wire.OPT and i >= an + ns:
+                return reply[:10] + _U16.pack(ar - 1) + reply[12:owner] + reply[pos:]
+    except (struct.error, IndexError, MalformedQuery):
+        pass
+    return reply
 
 
 def loop_path(query: wire.Query) -> bytes | None:
@@ -286,7 +306,7 @@ class Resolution:
         if rcode in (wire.FORMERR, wire.NOTIMP):
             self.observe(upstream, name, now - self.started)
             upstream.answered(now)
-            if self.edns and query.edns:  # no EDNS there: ask plainly
+            if self.edns:  # no EDNS there: ask plainly
                 self.edns = False
                 return self._send(now, max(0.05, self.end - now))
             # the client's query was fine and went out plainly: this upstream cannot serve it, another may
@@ -297,6 +317,8 @@ class Resolution:
             return self._give_up(UpstreamRefused(f"{upstream.name}: REFUSED"), "REFUSED", now)
         if rcode == 0 and cname_loop(reply, query.qend):  # Unbound: SERVFAIL; another upstream has the same data
             return self._done(BadUpstreamReply(f"{upstream.name}: CNAME loop for {query.qname}"))
+        if not query.edns:  # asked with our OPT for the loop path: the client, who sent none, gets none
+            reply = without_opt(reply)
         return self._done(wire.with_id_and_question(wire.with_question(reply, query.data[12 : query.qend]), query))
 
     def _give_up(self, error: UpstreamError, why: str, now: float) -> tuple:
@@ -362,7 +384,7 @@ class Resolution:
                 + tail
             )
         flags = _U16.pack(query.flags & (wire.RD | wire.CD | wire.AD))
-        if self.edns and query.edns:
+        if self.edns:  # also for a client without EDNS (most MTAs): the loop path must go along
             opt = _opt(query.do, self.path) if self.path else _OWN_OPT[query.do]
             return self.ids() + flags + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + opt
         return self.ids() + flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
