@@ -34,15 +34,7 @@ class _Flight(Resolution):
     """A resolution and what the driver keeps for it: the callback, the socket or TCP task of its current exchange,
     its loop-detection key, and its place in the timer heap."""
 
-    __slots__ = ("done", "port", "task", "key", "due")
-
-    def __init__(self, pool: UpstreamPool, query: wire.Query, done: Callable[[Result], None]) -> None:
-        super().__init__(query, pool.upstreams, pool.settings, pool.new_id, pool.observe)
-        self.done = done
-        self.port: Port | None = None
-        self.task: asyncio.Future | None = None
-        self.key: bytes | None = None
-        self.due: float | None = None
+    __slots__ = ("done", "port", "task", "key", "due")  # set by UpstreamPool.submit
 
 
 class _Timers:
@@ -115,7 +107,9 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # the first query (or a new loop in tests): sockets and timer on this one
             self.loop, self._ports, self.timers = loop, {}, _Timers(loop, self.clock, self._expired)
-        flight = _Flight(self, query, done)
+        flight = _Flight(query, self.upstreams, self.settings, self.new_id, self.observe)
+        flight.done = done
+        flight.port = flight.task = flight.key = flight.due = None  # no exchange, no deadline yet
         if self.outgoing and query.data[:2] + query.data[12 : query.qend] in self.outgoing:
             self._apply(flight, (Done(ForwardingLoop()),))  # one of our own queries, back through a relay
             return
@@ -351,6 +345,7 @@ class UpstreamPool:
 
 
 def _retrieve(task: asyncio.Future) -> None:
-    """A cancelled TCP task ends quietly (its exchange is over)."""
-    if not task.cancelled():
-        task.exception()
+    """A cancelled TCP task ends quietly (its exchange is over); one that raised is a bug (the resolution goes on:
+    its deadline is armed)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("internal error in an upstream TCP exchange", exc_info=task.exception())

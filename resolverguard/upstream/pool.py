@@ -39,15 +39,13 @@ class Upstream:
     up: bool | None = None  # None: no exchange yet
     answered_at: float = float("-inf")  # when it last answered anything (the clock of the resolutions)
     name: str = field(init=False)
-    peer: tuple[str, int] = field(init=False)
+    peer: tuple[str, int] = field(init=False)  # (host, port): what a reply's source must be
+    family: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         self.peer = (self.host, self.port)
-
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
     def rto(self, cap: float) -> float:
         """How long to wait for this upstream before retransmitting or failing over."""

@@ -104,7 +104,7 @@ def _name(data: bytes, pos: int) -> bytes:
 
 def cname_loop(reply: bytes, qend: int) -> bool:
     """Does the answer's CNAME chain from the question's name come back on itself (a -> b -> a)?"""
-    if _CNAME_IN not in reply[qend:]:  # no CNAME record can be there: no walk
+    if reply.find(_CNAME_IN, qend) < 0:  # no CNAME record can be there: no walk
         return False
     try:
         pos, targets = qend, {}
@@ -125,20 +125,22 @@ def cname_loop(reply: bytes, qend: int) -> bool:
     return False
 
 
-def without_opt(reply: bytes) -> bytes:
-    """The reply without its OPT record (the additional section's; ARCOUNT one less); as it came if unreadable."""
+def without_opt(reply: bytes, qend: int) -> bytes:
+    """The reply (its question ends at qend) without the OPT record of its additional section (ARCOUNT one less);
+    as it came when it has none or is unreadable."""
+    ar = (reply[10] << 8) | reply[11]
+    if not ar or reply.find(b"\x00\x29", qend) < 0:  # no record, or none of type OPT can be there
+        return reply
+    skip, unpack = wire.skip_name, _RR.unpack_from
+    pos = 12 if reply[4:6] == b"\x00\x00" else qend  # question-less (an error reply) or our question
     try:
-        _, _, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
-        if not ar:
-            return reply
-        pos = 12
-        for _ in range(qd):
-            pos = wire.skip_name(reply, pos) + 4
-        for i in range(an + ns + ar):
-            owner, pos = pos, wire.skip_name(reply, pos)
-            rtype, _, _, rdlen = _RR.unpack_from(reply, pos)
+        first = ((reply[6] << 8) | reply[7]) + ((reply[8] << 8) | reply[9])  # the additional section's first
+        for i in range(first + ar):
+            owner = pos
+            pos = skip(reply, pos)
+            rtype, _, _, rdlen = unpack(reply, pos)
             pos += 10 + rdlen
-            if rtype == wire.OPT and i >= an + ns:
+            if rtype == 41 and i >= first:  # OPT
                 return reply[:10] + _U16.pack(ar - 1) + reply[12:owner] + reply[pos:]
     except (struct.error, IndexError, MalformedQuery):
         pass
@@ -148,7 +150,7 @@ def without_opt(reply: bytes) -> bytes:
 def loop_path(query: wire.Query) -> bytes | None:
     """The guards this query has been through (LOOP_OPTION), b"" for none; None when it has looped."""
     data = query.data
-    if not query.edns or _LOOP_CODE not in data[query.qend :]:
+    if not query.edns or data.find(_LOOP_CODE, query.qend) < 0:
         return b""
     try:
         _, _, _, an, ns, ar = struct.unpack_from("!HHHHHH", data)
@@ -207,18 +209,16 @@ class Resolution:
         self.query, self.upstreams, self.settings, self.ids, self.observe = query, upstreams, settings, ids, observe
         self.given_up: set[Upstream] | None = None  # refused: asking again within this query would get the same
         self.attempt = -1
-        self.error: UpstreamError = UpstreamTimeout("no upstream answered")
+        self.error: UpstreamError | None = None  # the last try's; None: no try failed
         self.failures: list[str] | None = None  # "<upstream> <why>" of each failed upstream: the EDE text
-        self.upstream: Upstream | None = None
-        self.data = b""  # the current exchange's query as sent
-        self.tcp = query.tcp
+        self.upstream: Upstream | None = None  # the current try's (data: its query as sent; tcp: over TCP)
         self.over = False
 
     # ---------------------------------------------------------------- events
 
     def start(self, now: float) -> tuple:
         self.end = now + self.settings.deadline
-        self.path = loop_path(self.query)
+        self.path = loop_path(self.query) if self.query.edns else b""
         if self.path is None:
             return self._done(ForwardingLoop())
         self.upstreams = ranked(self.upstreams, now)
@@ -278,21 +278,22 @@ class Resolution:
         if self.attempt >= MAX_TRIES or not live or remaining <= 0.01:
             return self._done(self._why())
         upstream = live[self.attempt % len(live)]
-        timeout = self.settings.timeout
-        wait = min(upstream.rto(timeout) * 2 ** (self.attempt // len(live)), timeout)
         self.upstream, self.started, self.edns, self.tcp = upstream, now, True, self.query.tcp
-        return self._send(now, remaining if self.alone else min(wait, remaining))
+        self.wait = rto = upstream.rto(self.settings.timeout)
+        if self.alone:
+            return self._send(now, remaining)
+        return self._send(now, min(rto * 2 ** (self.attempt // len(live)), self.settings.timeout, remaining))
 
     def _send(self, now: float, budget: float) -> tuple:
-        """A new exchange with self.upstream: a fresh ID, our OPT (unless falling back), 0x20 if configured."""
+        """A new exchange with self.upstream (self.wait: its RTO): a fresh ID, our OPT (unless falling back),
+        0x20 if configured."""
         self.budget, self.first, self.sends = budget, now, 1
         self.data = data = self._outgoing()
         if self.tcp:
             self.try_end = now + max(0.05, budget)
             return Send(self.upstream, data, True), Arm(self.try_end)
-        self.try_end = now + budget
-        self.wait = wait = self.upstream.rto(self.settings.timeout)
-        return Send(self.upstream, data, False), Arm(min(now + wait, self.try_end))
+        self.try_end = try_end = now + budget
+        return Send(self.upstream, data, False), Arm(min(now + self.wait, try_end))
 
     def renumber(self, qid: bytes) -> bytes:
         """Give the exchange just sent another ID (the driver's socket had this one in flight); the new query."""
@@ -308,6 +309,7 @@ class Resolution:
             upstream.answered(now)
             if self.edns:  # no EDNS there: ask plainly
                 self.edns = False
+                self.wait = upstream.rto(self.settings.timeout)
                 return self._send(now, max(0.05, self.end - now))
             # the client's query was fine and went out plainly: this upstream cannot serve it, another may
             return self._give_up(BadUpstreamReply(f"{upstream.name}: {name}"), name, now)
@@ -318,8 +320,10 @@ class Resolution:
         if rcode == 0 and cname_loop(reply, query.qend):  # Unbound: SERVFAIL; another upstream has the same data
             return self._done(BadUpstreamReply(f"{upstream.name}: CNAME loop for {query.qname}"))
         if not query.edns:  # asked with our OPT for the loop path: the client, who sent none, gets none
-            reply = without_opt(reply)
-        return self._done(wire.with_id_and_question(wire.with_question(reply, query.data[12 : query.qend]), query))
+            reply = without_opt(reply, query.qend)
+        if reply[4:6] == b"\x00\x00":  # a question-less SERVFAIL: the question back, for the client
+            reply = wire.with_question(reply, query.data[12 : query.qend])
+        return self._done(wire.with_id_and_question(reply, query))
 
     def _give_up(self, error: UpstreamError, why: str, now: float) -> tuple:
         """This upstream will not answer this query (it said so): the next, without marking it down."""
@@ -353,6 +357,8 @@ class Resolution:
     def _why(self) -> UpstreamError:
         """The last error, its text naming every upstream that failed and how (bounded: EDE_TEXT_MAX)."""
         error = self.error
+        if error is None:
+            return UpstreamTimeout("no upstream answered")
         if not self.failures:
             return error
         text = ""
