@@ -152,6 +152,7 @@ class App:
             deadline=cfg.servfail_after,
             randomize_case=cfg.randomize_case,
             observe=lambda u, r, s: metrics.upstream(u.name, r, s),
+            on_loop=metrics.forwarding_loops.inc,
         )
         pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
         export = setup_export(cfg, holder.current, metrics.registry)

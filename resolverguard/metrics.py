@@ -94,6 +94,10 @@ class Metrics:
         self.upstream_up = t.gauge(
             "resolverguard_upstream_up", "1 while the upstream is considered healthy", ["upstream"], mode="min"
         )
+        self.forwarding_loops = t.counter(
+            "resolverguard_forwarding_loops_total",
+            "Queries refused because they had been through this guard already (a forwarding loop)",
+        )
         # hits are resolverguard_responses_total{outcome="cached"}
         self.cache_requests = t.counter("resolverguard_cache_requests_total", "Cache look-ups")
         self.cache_entries = t.gauge("resolverguard_cache_entries", "Replies held in the cache", mode="sum")

@@ -196,9 +196,6 @@ def opt_record(do: bool, ede: tuple[int, str] | None = None, ext_rcode: int = 0)
     return b"\x00" + _RR.pack(OPT, EDNS_PAYLOAD, ttl, len(rdata)) + rdata
 
 
-_OWN_OPT = (opt_record(False), opt_record(True))  # what upstream_query appends, by DO bit
-
-
 def _query_opt(data: bytes) -> tuple[bool, bool]:
     """Best effort for replies to unparsable queries: (has an OPT record, its DO bit)."""
     try:
@@ -257,6 +254,8 @@ def reply_for(
 def badvers_reply(data: bytes) -> bytes | None:
     """BADVERS (extended rcode 16: 1 in the OPT, 0 in the header) with an OPT of version 0 and no answer."""
     reply = error_reply(data, 0)
+    if reply is not None and data[3] & 0x10:  # CD is echoed (RFC 4035 3.2.2), like in every other reply
+        reply = reply[:3] + bytes((reply[3] | 0x10,)) + reply[4:]
     edns, do = _query_opt(data)
     if reply is None or not edns:
         return reply
@@ -394,32 +393,29 @@ def frame(msg: bytes) -> bytes:
     return _U16.pack(len(msg)) + msg
 
 
+_QUESTIONLESS = frozenset((FORMERR, SERVFAIL, NOTIMP, REFUSED))
+
+
 def reply_matches(reply: bytes, sent: bytes, qend: int) -> bool:
     """An upstream reply answers what we sent: same ID, QR set, identical question octets.
 
-    FORMERR and NOTIMP may come without a question (RFC 6891 7, RFC 1035 4.1.1): same ID and QR are enough.
+    Error replies may come without a question (RFC 6891 7, RFC 1035 4.1.1; NSD answers REFUSED so to classes it
+    does not serve), and a truncated one (TC) may be cut before or inside it: same ID and QR are enough then
+    (the source is the caller's to check). A question that is there must be ours.
     """
     if len(reply) < 12 or reply[:2] != sent[:2] or not reply[2] & 0x80:
         return False
     if reply[4:6] == b"\x00\x00":
-        return reply[3] & 0xF in (FORMERR, NOTIMP)
-    return len(reply) >= qend and reply[4:6] == b"\x00\x01" and reply[12:qend] == sent[12:qend]
-
-
-def upstream_query(query: Query, qid: bytes, question: bytes, edns: bool) -> bytes:
-    """The query the guard sends upstream: new ID, RD/CD/AD of the client, the question, and our own OPT.
-
-    None of the client's EDNS options (COOKIE, NSID, ECS, padding, unknown ones) leave the guard: they belong
-    to the client's exchange with us, and an upstream that chokes on one must not be marked down for it.
-    """
-    flags = query.flags & (RD | CD | AD)
-    if edns and query.edns:
-        return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + _OWN_OPT[query.do]
-    return qid + _U16.pack(flags) + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
+        return reply[3] & 0xF in _QUESTIONLESS or bool(reply[2] & 0x02)
+    if reply[4:6] != b"\x00\x01":
+        return False
+    if len(reply) >= qend:
+        return reply[12:qend] == sent[12:qend]
+    return bool(reply[2] & 0x02) and sent.startswith(reply[12:], 12)  # TC, cut inside the question
 
 
 def with_question(reply: bytes, question: bytes) -> bytes:
-    """A question-less reply (FORMERR, NOTIMP) given the question back, so it can be re-addressed to the client."""
+    """A question-less reply (SERVFAIL, FORMERR, NOTIMP) given the question back, so it can be re-addressed to the client."""
     if reply[4:6] != b"\x00\x00":
         return reply
     return reply[:4] + b"\x00\x01" + reply[6:12] + question + reply[12:]

@@ -290,3 +290,27 @@ def test_invalid_config_names_file_and_line(tmp_path, text, expected):
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cname_loop_from_the_upstream_is_servfail(upstream, start_guard):
+    """Issue 26.4: passed through as NOERROR before; Unbound answers SERVFAIL."""
+    upstream.on("ring.example", "A", "ring.example. 300 CNAME ring2.example.", "ring2.example. 300 CNAME RING.example.")
+    upstream.on("chain.example", "A", "chain.example. 300 CNAME end.example.", "end.example. 300 A 192.0.2.6")
+    guard = start_guard("--upstream", upstream.address)
+    looped = guard.query("ring.example", "A", use_edns=0)
+    assert looped.rcode() == dns.rcode.SERVFAIL and not looped.answer
+    assert [o.code for o in looped.options if o.otype == dns.edns.EDE] == [23]
+    chain = guard.query("chain.example", "A")  # a chain that ends is an answer
+    assert chain.rcode() == dns.rcode.NOERROR and chain.answer[-1][0].to_text() == "192.0.2.6"
+
+
+def test_badvers_reply_keeps_the_cd_bit(upstream, start_guard):
+    """Issue 26.4: CD is echoed in every reply (RFC 4035 3.2.2), BADVERS included."""
+    guard = start_guard("--upstream", upstream.address)
+    for cd in (True, False):
+        q = dns.message.make_query("v.example", "A", use_edns=1)
+        if cd:
+            q.flags |= dns.flags.CD
+        r = dns.message.from_wire(_udp_raw(q.to_wire(), guard))
+        assert r.rcode() == dns.rcode.BADVERS and bool(r.flags & dns.flags.CD) == cd
+    assert upstream.count("v.example") == 0

@@ -13,11 +13,12 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fakes import FakeUpstream, free_port  # noqa: E402
-from hostile import config, scrape, start_with_metrics  # noqa: E402
+from hostile import config, scrape, start_with_metrics, wait_metric  # noqa: E402
 
 
 class LossyUpstream(FakeUpstream):
@@ -156,3 +157,155 @@ def test_forwarding_loop_is_detected_logged_once_and_servfailed(tmp_path, start_
         assert r.rcode() == dns.rcode.SERVFAIL and _ede(r) == [0]
     finally:
         relay.sock.close()
+
+
+# ---- issue 26.4 / 26.5: odd replies, health that one client cannot flip, loops between two guards
+
+
+class OddUpstream(FakeUpstream):
+    """Replies as real servers do to what they will not or cannot answer: NSD's question-less REFUSED (to the
+    classes it does not serve), a question-less SERVFAIL, and over UDP truncated replies cut before or inside
+    their question (TC=1); over TCP it answers as scripted."""
+
+    def _reply(self, data: bytes, transport: str):
+        rule, wire = super()._reply(data, transport)
+        if wire is None or len(data) < 12:
+            return rule, wire
+        name = self.seen[-1][1].lower()
+        head = data[:2] + bytes((0x80 | (data[2] & 0x01),))
+        if name.startswith("refused"):
+            return rule, head + b"\x05" + b"\x00" * 8  # REFUSED, QDCOUNT 0
+        if name.startswith("servfail"):
+            return rule, head + b"\x02" + b"\x00" * 8
+        if transport == "udp" and name.startswith("tcbare"):
+            return rule, data[:2] + bytes((0x82 | (data[2] & 0x01),)) + b"\x00" + b"\x00" * 8  # TC, no question
+        if transport == "udp" and name.startswith("tccut"):
+            return rule, data[:2] + bytes((0x82 | (data[2] & 0x01),)) + b"\x00\x00\x01" + b"\x00" * 6 + data[12:20]
+        return rule, wire
+
+
+def _ede_text(msg: dns.message.Message) -> list[str]:
+    return [o.text or "" for o in msg.options if o.otype == dns.edns.EDE]
+
+
+def test_questionless_refused_is_taken_at_once_and_never_marks_the_upstream_down(tmp_path, start_guard):
+    """NSD answers CLASS42/HS/NONE with REFUSED and no question: ten such queries moved all traffic away."""
+    odd, other = OddUpstream(), FakeUpstream()
+    try:
+        other.on("after.example", "A", "after.example. 300 A 192.0.2.9")
+        odd.on("after.example", "A", "after.example. 300 A 192.0.2.8")
+        cfg = config(tmp_path, "timeout = 0.3\nservfail_after = 2.0\n")
+        guard, url = start_with_metrics(
+            start_guard, "--config", cfg, "--upstream", odd.address, "--upstream", other.address
+        )
+        for i in range(10):
+            r = guard.query(f"refused{i}.example", "A", use_edns=0, timeout=6)
+            assert r.rcode() == dns.rcode.NXDOMAIN  # the second upstream's answer: failed over on the REFUSED
+        m = scrape(url)
+        assert m[f'resolverguard_upstream_up{{upstream="{odd.address}"}}'] == 1
+        assert m[f'resolverguard_upstream_errors_total{{kind="timeout",upstream="{odd.address}"}}'] == 0
+        assert m[f'resolverguard_upstream_errors_total{{kind="mismatch",upstream="{odd.address}"}}'] == 0
+        assert guard.query("after.example", "A").answer[0][0].to_text() == "192.0.2.8"  # still asked first
+        assert other.count("after.example") == 0 and "upstream down" not in guard.output()
+    finally:
+        odd.close()
+        other.close()
+
+
+def test_questionless_refused_alone_is_servfail_naming_it_and_questionless_servfail_passes(tmp_path, start_guard):
+    odd = OddUpstream()
+    try:
+        guard, url = start_with_metrics(start_guard, "--upstream", odd.address)
+        r = guard.query("refused.example", "A", use_edns=0, timeout=6)
+        assert r.rcode() == dns.rcode.SERVFAIL and _ede(r) == [23] and _ede_text(r) == [f"{odd.address} REFUSED"]
+        r = guard.query("servfail.example", "A", use_edns=0, timeout=6)
+        assert r.rcode() == dns.rcode.SERVFAIL and str(r.question[0].name) == "servfail.example."
+        assert scrape(url)[f'resolverguard_upstream_up{{upstream="{odd.address}"}}'] == 1
+    finally:
+        odd.close()
+
+
+@pytest.mark.parametrize("name", ["tcbare.example", "tccut.example"])
+def test_truncated_reply_that_does_not_parse_is_retried_over_tcp(tmp_path, start_guard, name):
+    odd = OddUpstream()
+    try:
+        odd.on(name, "A", f"{name}. 300 A 192.0.2.44")
+        guard = start_guard("--upstream", odd.address)
+        r = guard.query(name, "A", timeout=6)
+        assert r.rcode() == dns.rcode.NOERROR and r.answer[0][0].to_text() == "192.0.2.44"
+        assert odd.count(name, "udp") == 1 and odd.count(name, "tcp") == 1
+    finally:
+        odd.close()
+
+
+@pytest.mark.parametrize("edns", [0, False], ids=["edns", "plain"])
+def test_upstream_formerr_to_a_plain_query_is_servfail_with_ede(tmp_path, upstream, start_guard, edns):
+    """The client's query was fine: FORMERR (after the plain retry) is the upstream's problem, not the client's."""
+    upstream.on("formerr.example", "A", rcode=dns.rcode.FORMERR)
+    guard, url = start_with_metrics(start_guard, "--upstream", upstream.address)
+    r = guard.query("formerr.example", "A", use_edns=edns, timeout=6)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    if edns is not False:
+        assert _ede(r) == [23] and _ede_text(r) == [f"{upstream.address} FORMERR"]
+    assert scrape(url)[f'resolverguard_upstream_up{{upstream="{upstream.address}"}}'] == 1
+
+
+def test_one_query_the_upstream_drops_does_not_mark_it_down_while_it_answers_others(tmp_path, upstream, start_guard):
+    upstream.on("odd.example", "A", mode="drop")
+    upstream.on("fine.example", "A", "fine.example. 300 A 192.0.2.3")
+    cfg = config(tmp_path, "timeout = 0.3\nservfail_after = 0.8\n")
+    guard, url = start_with_metrics(start_guard, "--config", cfg, "--upstream", upstream.address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(6)
+        odd, fine = dns.message.make_query("odd.example", "A"), dns.message.make_query("fine.example", "A")
+        s.sendto(odd.to_wire(), (guard.host, guard.port))  # first: its try is out before the other's
+        s.sendto(fine.to_wire(), (guard.host, guard.port))
+        replies = {m.id: m for m in (dns.message.from_wire(s.recv(4096)) for _ in range(2))}
+    assert replies[fine.id].answer[0][0].to_text() == "192.0.2.3"
+    assert replies[odd.id].rcode() == dns.rcode.SERVFAIL
+    assert scrape(url)[f'resolverguard_upstream_up{{upstream="{upstream.address}"}}'] == 1
+    assert "upstream down" not in guard.output()
+
+
+def test_servfail_ede_names_every_upstream_that_failed(tmp_path, start_guard):
+    first, second = FakeUpstream(), FakeUpstream()
+    try:
+        for up in (first, second):
+            up.on("gone.example", "A", mode="drop")
+        cfg = config(tmp_path, "timeout = 0.2\nservfail_after = 0.8\n")
+        guard = start_guard("--config", cfg, "--upstream", first.address, "--upstream", second.address)
+        r = guard.query("gone.example", "A", use_edns=0, timeout=6)
+        assert r.rcode() == dns.rcode.SERVFAIL and _ede(r) == [22]
+        [text] = _ede_text(r)
+        assert f"{first.address} timeout" in text and f"{second.address} timeout" in text, text
+    finally:
+        first.close()
+        second.close()
+
+
+def _total(metrics: dict[str, float], name: str) -> float:
+    return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+
+@pytest.mark.parametrize("edns", [0, False], ids=["edns", "plain"])
+def test_loop_between_two_guards_is_cut_on_the_second_pass(tmp_path, start_guard, edns):
+    """A forwards to B, B to A: before, ~560 internal queries per client query; now A refuses its own query."""
+    port_a, port_b = free_port(), free_port()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    guard_a, url_a = start_with_metrics(
+        start_guard, "--listen", f"127.0.0.1:{port_a}", "--upstream", f"127.0.0.1:{port_b}", zones=tmp_path / "a"
+    )
+    guard_b, url_b = start_with_metrics(
+        start_guard, "--listen", f"127.0.0.1:{port_b}", "--upstream", f"127.0.0.1:{port_a}", zones=tmp_path / "b"
+    )
+    r = guard_a.query("circle.example", "A", use_edns=edns, timeout=6)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    if edns is not False:
+        assert _ede(r) == [0]  # "forwarding loop", from A's refusal of its own query, passed back through B
+    assert wait_metric(url_a, "resolverguard_forwarding_loops_total", lambda v: v >= 1) == 1
+    a, b = scrape(url_a), scrape(url_b)
+    assert _total(a, "resolverguard_queries_total") == 2  # the client's, and its own back from B
+    assert _total(b, "resolverguard_queries_total") == 1
+    assert b["resolverguard_forwarding_loops_total"] == 0
+    assert len(_logged(guard_a, "forwarding loop")) == 1
