@@ -93,7 +93,17 @@ def main() -> int:
         )
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "resolverguard", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                "-m",
+                "resolverguard",
+                "serve",
+                "--config",
+                str(cfg),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--allow-empty",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

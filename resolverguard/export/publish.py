@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import dns.name
@@ -88,7 +89,16 @@ class Publisher:
         """Journal the zone; render its AXFR messages if it is the version in force (in a thread)."""
         serial, new = self.journal.publish(export.digest, list(export.records))
         if serial == self.journal.serial:
-            self.wire = (serial, zone_messages(self.origin, axfr_records(export.with_serial(serial), export.records)))
+            started = time.perf_counter()
+            messages = zone_messages(self.origin, axfr_records(export.with_serial(serial), export.records))
+            self.wire = (serial, messages)
+            log.info(
+                "rpz export transfer rendered serial=%d messages=%d bytes=%d seconds=%.3f",
+                serial,
+                len(messages),
+                sum(map(len, messages)),
+                time.perf_counter() - started,
+            )
         return serial, new
 
     def stop(self) -> None:
