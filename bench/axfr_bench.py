@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.message
@@ -52,14 +54,48 @@ def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *cmd] if cpu is not None and shutil.which("taskset") else cmd
 
 
-def wait_line(lines: list[str], pattern: str, seconds: float, proc: subprocess.Popen) -> re.Match:
+def wait_line(lines: list[str], pattern: str, seconds: float, proc: subprocess.Popen, start: int = 0) -> re.Match:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:
-        for line in lines:
+        for line in lines[start:]:
             if m := re.search(pattern, line):
                 return m
         time.sleep(0.1)
     raise SystemExit(f"timed out waiting for {pattern!r}:\n" + "".join(lines[-20:]))
+
+
+@contextlib.contextmanager
+def bulk_guard(rules: int, cpu: int | None = None, cwd: str | None = None) -> Iterator[tuple]:
+    """(state root, DNS port, log lines, process) of a guard with one override zone of ``rules`` rules and a
+    TSIG-protected export (key KEY, secret SECRET); stopped by PID and its directory removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="rg-export-bench-") as tmp:
+        root = Path(tmp)
+        zones = root / "zones"
+        zones.mkdir()
+        with open(zones / "10-bulk.rpz", "w") as fh:
+            fh.write("$ORIGIN bulk.\n$TTL 300\n@ SOA ns.invalid. h.invalid. 1 3600 600 86400 60\n  NS ns.invalid.\n")
+            for i in range(rules):
+                fh.write(f"r{i}.bulk-bench.example CNAME .\n")
+        secret = root / "key"
+        secret.write_text(SECRET)
+        secret.chmod(0o600)
+        cfg = root / "guard.toml"
+        cfg.write_text(
+            f'upstreams = ["127.0.0.1:{free_port()}"]\nzones_dir = "{zones}"\n[log]\nevents = ""\n'
+            f'[export]\nstate_dir = "{root / "state"}"\ntsig = {{ name = "{KEY}", secret_file = "{secret}" }}\n'
+        )
+        port = free_port()
+        flags = ["--config", str(cfg), "--listen", f"127.0.0.1:{port}", "--allow-empty"]
+        argv = pinned(cpu, [sys.executable, "-m", "resolverguard", "serve", *flags])
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+        try:
+            yield root, port, lines, proc
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(60)
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -124,86 +160,49 @@ def main() -> int:
     guard_cpu, client_cpu = (cpus - 1, 0) if cpus > 1 else (None, None)
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})  # this process reads the AXFRs: beside dnsperf, not the guard
-    with tempfile.TemporaryDirectory(prefix="rg-axfr-") as tmp:
-        root = Path(tmp)
-        zones = root / "zones"
-        zones.mkdir()
-        with open(zones / "10-bulk.rpz", "w") as fh:
-            fh.write("$ORIGIN bulk.\n$TTL 300\n@ SOA ns.invalid. h.invalid. 1 3600 600 86400 60\n  NS ns.invalid.\n")
-            for i in range(args.rules):
-                fh.write(f"r{i}.bulk-bench.example CNAME .\n")
-        secret = root / "key"
-        secret.write_text(SECRET)
-        secret.chmod(0o600)
-        cfg = root / "guard.toml"
-        cfg.write_text(
-            f'upstreams = ["127.0.0.1:{free_port()}"]\nzones_dir = "{zones}"\n[log]\nevents = ""\n'
-            f'[export]\nstate_dir = "{root / "state"}"\ntsig = {{ name = "{KEY}", secret_file = "{secret}" }}\n'
-        )
+    with bulk_guard(args.rules, guard_cpu, args.cwd) as (root, port, lines, proc):
         queries = root / "queries.txt"
         queries.write_text(
             "".join(f"r{i}.bulk-bench.example A\n" for i in range(0, args.rules, max(1, args.rules // 50)))
         )
-        port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "resolverguard",
-            "serve",
-            "--config",
-            str(cfg),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--allow-empty",
-        ]
-        proc = subprocess.Popen(
-            pinned(guard_cpu, argv), cwd=args.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-        try:
-            t0 = time.monotonic()
-            wait_line(lines, r"rpz export published", 1800, proc)
-            print(f"rules={args.rules} start + first publication: {time.monotonic() - t0:.1f} s")
-            rendered = [line.strip() for line in lines if "rpz export transfer rendered" in line]
-            print("guard:", rendered[0] if rendered else "(renders each transfer)")
-            rrs = args.rules + 3  # SOA, NS, the rules, SOA
-            for _ in range(args.repeat):
-                s, n, size = raw_axfr(port, rrs)
-                print(f"AXFR raw client: {s:.3f} s, {n} messages, {size / 1e6:.1f} MB, {rrs} RRs")
-            if (dug := dig_axfr(port, client_cpu)) is not None:
-                print(f"AXFR dig (TSIG verified, every RR parsed and printed): {dug[0]:.2f} s, {dug[1]} RRs")
-            if shutil.which("dnsperf"):
-                dnsperf(port, queries, 2, client_cpu)  # warm: every name remembered by the fast path
-                best_alone = best_during = 0.0
-                for trial in range(args.trials):  # alternately, so a change in the machine's load hits both
-                    alone = dnsperf(port, queries, args.seconds, client_cpu)
-                    stop, done = threading.Event(), []
+        t0 = time.monotonic()
+        wait_line(lines, r"rpz export published", 1800, proc)
+        print(f"rules={args.rules} start + first publication: {time.monotonic() - t0:.1f} s")
+        rendered = [line.strip() for line in lines if "rpz export transfer rendered" in line]
+        print("guard:", rendered[0] if rendered else "(renders each transfer)")
+        rrs = args.rules + 3  # SOA, NS, the rules, SOA
+        for _ in range(args.repeat):
+            s, n, size = raw_axfr(port, rrs)
+            print(f"AXFR raw client: {s:.3f} s, {n} messages, {size / 1e6:.1f} MB, {rrs} RRs")
+        if (dug := dig_axfr(port, client_cpu)) is not None:
+            print(f"AXFR dig (TSIG verified, every RR parsed and printed): {dug[0]:.2f} s, {dug[1]} RRs")
+        if shutil.which("dnsperf"):
+            dnsperf(port, queries, 2, client_cpu)  # warm: every name remembered by the fast path
+            best_alone = best_during = 0.0
+            for trial in range(args.trials):  # alternately, so a change in the machine's load hits both
+                alone = dnsperf(port, queries, args.seconds, client_cpu)
+                stop, done = threading.Event(), []
 
-                    def transfers(stop: threading.Event = stop, done: list = done) -> None:
-                        while not stop.is_set():
-                            done.append(raw_axfr(port, rrs)[0])
+                def transfers(stop: threading.Event = stop, done: list = done) -> None:
+                    while not stop.is_set():
+                        done.append(raw_axfr(port, rrs)[0])
 
-                    worker = threading.Thread(target=transfers, daemon=True)
-                    worker.start()
-                    during = dnsperf(port, queries, args.seconds, client_cpu)
-                    stop.set()
-                    worker.join(600)
-                    mean = sum(done) / max(1, len(done))
-                    print(
-                        f"trial {trial + 1}: DNS q/s alone {alone:.0f}, during back-to-back AXFRs {during:.0f} "
-                        f"({during / alone:.0%} of alone; {len(done)} AXFRs, mean {mean:.3f} s)"
-                    )
-                    best_alone, best_during = max(best_alone, alone), max(best_during, during)
+                worker = threading.Thread(target=transfers, daemon=True)
+                worker.start()
+                during = dnsperf(port, queries, args.seconds, client_cpu)
+                stop.set()
+                worker.join(600)
+                mean = sum(done) / max(1, len(done))
                 print(
-                    f"best of {args.trials}: alone {best_alone:.0f} q/s, during AXFRs {best_during:.0f} q/s "
-                    f"({best_during / best_alone:.0%})"
+                    f"trial {trial + 1}: DNS q/s alone {alone:.0f}, during back-to-back AXFRs {during:.0f} "
+                    f"({during / alone:.0%} of alone; {len(done)} AXFRs, mean {mean:.3f} s)"
                 )
-            print("guard log:", *[line.strip() for line in lines if "transfer kind=axfr" in line][:3], sep="\n  ")
-        finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(60)
+                best_alone, best_during = max(best_alone, alone), max(best_during, during)
+            print(
+                f"best of {args.trials}: alone {best_alone:.0f} q/s, during AXFRs {best_during:.0f} q/s "
+                f"({best_during / best_alone:.0%})"
+            )
+        print("guard log:", *[line.strip() for line in lines if "transfer kind=axfr" in line][:3], sep="\n  ")
     return 0
 
 
