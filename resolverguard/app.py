@@ -15,11 +15,11 @@ from .cache import Cache
 from .config import DEFAULT_LISTEN, Config
 from .errors import ConfigError, os_reason
 from .events import reopen_events, setup_events
+from .export import setup_export
 from .fastpath import FastTable
 from .pipeline import build_pipeline
 from .reload import PolicyHolder
 from .server import Server
-from .transfer import setup_export
 from .typo import TYPO_CLASSES
 from .upstream import Upstream, UpstreamPool, from_resolv_conf
 
@@ -155,7 +155,7 @@ class App:
             on_loop=metrics.forwarding_loops.inc,
         )
         pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
-        export = setup_export(cfg, holder.current, metrics.registry)
+        export = setup_export(cfg, holder.current, metrics)
         self.server = Server(
             pipeline,
             metrics,

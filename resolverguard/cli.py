@@ -234,7 +234,7 @@ def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
     from .reload import load_policy
 
     if args.check_secondary:
-        from .transfer import check_secondary
+        from .secondary import check_secondary
 
         return check_secondary(cfg, args.check_secondary)
     policy = load_policy(cfg)

@@ -7,7 +7,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from . import __version__
 from .codes import (
@@ -25,9 +25,7 @@ from .codes import (
 )
 from .tally import Tally, TallyCollector, WorkersCollector
 
-disable_created_metrics()  # no *_created series from the metrics still kept by prometheus_client (export)
-
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # --workers: each worker's tally is a file there (and export metrics)
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # --workers: each worker's tally is a file there
 OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry an outcome metrics lack
 RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
@@ -250,10 +248,38 @@ def serve(registry: CollectorRegistry | None, host: str, port: int) -> None:
     """Serve /metrics from a background thread (in the --workers supervisor: the workers' files added up)."""
     directory = os.environ.get(MULTIPROC_DIR)
     if directory:
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         registry.register(WorkersCollector(directory))
-        multiprocess.MultiProcessCollector(registry)  # the metrics still kept by prometheus_client (export)
         ProcessCollector(registry=registry)  # the supervisor's own process
     start_http_server(port, addr=host, registry=registry)
+
+
+EXPORT_REFUSALS = ("acl", "no_key", "bad_key", "bad_signature")
+
+
+class ExportMetrics:
+    """The RPZ export's metrics (resolverguard/export/), on the tally like every other metric.
+
+    ``on``: the guard's Metrics (its tally, so --workers adds them up with the rest), or a bare
+    CollectorRegistry (a tally of its own, exported through that registry).
+    """
+
+    def __init__(self, on: Metrics | CollectorRegistry, secondaries: Iterable[str]) -> None:
+        if isinstance(on, Metrics):
+            tally = on.tally
+        else:
+            tally = Tally()
+            on.register(TallyCollector(tally))
+        self.refused = tally.counter(
+            "resolverguard_export_refused_total", "Transfers of the export zone refused, by reason", ["reason"]
+        )
+        for reason in EXPORT_REFUSALS:
+            self.refused.labels(reason)
+        self.acked = tally.gauge(
+            "resolverguard_export_secondary_serial",
+            "Last export serial each configured secondary acknowledged (NOTIFY)",
+            ["secondary"],
+            mode="max",
+        )
+        for secondary in secondaries:
+            self.acked.labels(secondary)

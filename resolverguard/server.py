@@ -15,13 +15,13 @@ import dns.exception
 
 from . import wire
 from .errors import ResolverGuardError
+from .export import TRANSFER_QTYPES
 from .fastpath import BATCH, FastTable
 from .metrics import Metrics
 from .pipeline import Answer, Pipeline
-from .transfer import TRANSFER_QTYPES
 
 if TYPE_CHECKING:
-    from .transfer import ZoneExport
+    from .export import ZoneExport
 
 log = logging.getLogger(__name__)
 Payload = bytes | list[bytes] | None  # one reply, an AXFR's messages, or nothing

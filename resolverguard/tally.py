@@ -159,6 +159,10 @@ class Counter:
     def inc(self, n: int = 1) -> None:
         self.counts[self.slot] += n
 
+    @property
+    def value(self) -> int:
+        return self.counts[self.slot]
+
 
 class Gauge:
     """One gauge series: a double in the slot."""

@@ -28,8 +28,7 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
     A worker that dies is restarted.
     """
     metrics_dir = tempfile.mkdtemp(prefix="resolverguard-metrics-")
-    # the workers' tallies go there, and (prometheus_client multiprocess mode) the export's metrics: set
-    # before prometheus_client is imported anywhere
+    # the workers' tallies go there (every metric, the export's too)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # One export state directory for all workers: the same serial, journal and notify state everywhere.
     temporary = "" if cfg.export_dir() else tempfile.mkdtemp(prefix="resolverguard-export-")  # removed at exit

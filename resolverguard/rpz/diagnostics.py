@@ -52,14 +52,14 @@ def _record_type(tokens: list[str]) -> str:
         if tok in ("(", ")"):
             continue
         try:
-            dns.ttl.from_text(tok)
+            dns.ttl.from_text(tok)  # dns.ttl.BadTTL (a DNSException) if it is not a TTL
             continue
-        except Exception:
+        except dns.exception.DNSException:
             pass
         try:
-            dns.rdataclass.from_text(tok)
+            dns.rdataclass.from_text(tok)  # UnknownRdataclass; ValueError for CLASS<n> out of range
             continue
-        except Exception:
+        except (dns.exception.DNSException, ValueError):
             pass
         return tok.strip("()").upper()
     return ""

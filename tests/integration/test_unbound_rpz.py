@@ -27,9 +27,8 @@ from fakes import free_port, recv_exact  # noqa: E402
 from realprog import require_program  # noqa: E402
 from unbound_helper import query, running_unbound  # noqa: E402
 
-from resolverguard.export import Export, build_rpz  # noqa: E402
+from resolverguard.export import Export, axfr_response, build_rpz  # noqa: E402
 from resolverguard.rpz import PolicyTable, load_rpz  # noqa: E402
-from resolverguard.transfer import axfr_response  # noqa: E402
 
 pytestmark = pytest.mark.realprog
 

@@ -15,9 +15,8 @@ import dns.zone
 import pytest
 
 from resolverguard.errors import ConfigError
-from resolverguard.export import SerialStore, build_rpz, render_rpz
+from resolverguard.export import SerialStore, axfr_response, build_rpz, render_rpz
 from resolverguard.rpz import PolicyTable, load_rpz, load_rpz_text
-from resolverguard.transfer import axfr_response
 
 HEAD = "$ORIGIN ov.test.\n$TTL 300\n@ SOA ns.x.invalid. h.x.invalid. 1 3600 600 86400 60\n  NS ns.x.invalid.\n"
 OVERRIDES = """\

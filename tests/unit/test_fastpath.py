@@ -41,6 +41,7 @@ from resolverguard.reload import load_policy
 from resolverguard.server import Server, UdpListener
 from resolverguard.upstream import Upstream, UpstreamPool
 from tests.polling import wait_until
+from tests.twoparsers import both, dnslib_reads, dnslib_view
 
 ROOT = Path(__file__).resolve().parents[2]
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -440,3 +441,44 @@ def test_udp_fast_path_equals_general_path_as_ttls_count_down(udp_guard, q, mask
         server.answer = answer
     event(f"pipeline answered {len(asked)}")
     assert asked  # the first ask, at least, went through the pipeline
+
+
+# ------------------------------------------------------------------ a second parser: dnslib
+
+
+def _labels_of(qname: str) -> tuple[bytes, ...]:
+    return tuple(lb.lower() for lb in dns.name.from_text(qname + "." if qname else ".").labels if lb)
+
+
+@PROPS
+@given(queries(POLICY_NAMES))
+def test_question_scan_matches_dnslib(q):
+    assume(dnslib_reads(q.question[0].name.labels))
+    data = q.to_wire()
+    query = wire.parse_query(data, "192.0.2.1", False)
+    view = dnslib_view(data)
+    assert view is not None
+    assert (view["id"], view["qr"], view["opcode"]) == (query.id, 0, 0)
+    assert view["question"] == [(_labels_of(query.qname), query.qtype, query.qclass)]
+    assert view["edns"] == ((query.payload, query.do) if query.edns else None)
+
+
+@PROPS
+@given(queries(POLICY_NAMES, qtypes=(1,)), st.integers(0, 2**64 - 1), st.integers(0, 65535), st.data())
+def test_cache_hit_relay_and_fit_read_the_same_in_dnspython_and_dnslib(q, mask, qid, data):
+    assume(dnslib_reads(q.question[0].name.labels))
+    now = [1000.0]
+    cache = Cache(100, clock=lambda: now[0])
+    reply, ttl = upstream_reply(q, data.draw)
+    assert cache.put(wire.parse_query(q.to_wire(), "c", False), reply)
+    elapsed = data.draw(st.integers(0, ttl - 1))
+    now[0] += elapsed
+    client = _respell(q, mask, qid)
+    query = wire.parse_query(client.to_wire(), "c", False)
+    question = [(_labels_of(query.qname), client.question[0].rdtype, client.question[0].rdclass)]
+    hit, relayed = cache.get(query), wire.with_id_and_question(reply, query)
+    for patched in (hit, relayed, wire.fit_udp(relayed, query)):
+        view = both(patched)  # AssertionError if either library cannot read it, or they read it differently
+        assert (view["id"], view["qr"], view["question"]) == (qid, 1, question)
+    # the hit's TTLs, counted down in place, read by both libraries as the general path's re-rendered reply
+    assert both(hit) == both(general_readdress(reply, client, elapsed, cache.max_ttl))

@@ -14,8 +14,21 @@ import pytest
 from resolverguard import fastpath
 from resolverguard.metrics import LATENCY_BUCKETS_NS
 from tests.polling import wait_until
+from tests.realprog import in_ci
 
-needs_compiled = pytest.mark.skipif(fastpath._fastudp is None, reason="compiled loop not built")
+needs_compiled = pytest.mark.usefixtures("compiled_loop")
+
+
+@pytest.fixture
+def compiled_loop():
+    """The compiled loop: a missing build skips locally and fails under CI=true (like tests/realprog.py)."""
+    if fastpath._fastudp is None:
+        if in_ci():
+            pytest.fail("resolverguard/_fastudp.c was not built (setup.py); CI must test the compiled loop")
+        pytest.skip("the compiled UDP loop is not built here")
+    return fastpath._fastudp
+
+
 BOUNDS = LATENCY_BUCKETS_NS
 
 

@@ -35,6 +35,7 @@ from resolverguard.pipeline import Answer, build_pipeline
 from resolverguard.reload import load_policy
 from resolverguard.server import Server
 from resolverguard.upstream import Upstream, UpstreamPool
+from tests.twoparsers import both, dnslib_reads, dnslib_view
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -232,3 +233,35 @@ def test_server_answers_each_message_once_and_never_raises(harness, data, tcp):
     assert msg.id == query.id and msg.flags & 0x8000
     if not tcp:
         assert len(reply) <= query.payload
+
+
+@FUZZ
+@given(hostile)
+def test_parse_query_agrees_with_dnslib(data):
+    """A second, independent parser: whatever both the scan and dnslib read, they read the same."""
+    try:
+        query = wire.parse_query(data, "192.0.2.1", False)
+    except OWN_ERRORS:
+        return
+    view = dnslib_view(data)
+    if view is None:  # dnslib also reads every record (and refuses non-UTF-8 labels), which the scan skips
+        return
+    assert (view["id"], view["qr"], view["opcode"], len(view["question"])) == (query.id, 0, 0, 1)
+    labels = tuple(lb.lower() for lb in dns.name.from_text(query.qname + "." if query.qname else ".").labels if lb)
+    assert view["question"][0] == (labels, query.qtype, query.qclass)
+    assert view["edns"] == ((query.payload, query.do) if query.edns else None)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile, st.booleans())
+def test_server_replies_read_the_same_in_dnspython_and_dnslib(harness, data, tcp):
+    server, metrics, loop, errors = harness
+    try:
+        query = wire.parse_query(data, "127.0.0.1", tcp)
+    except OWN_ERRORS:
+        return
+    [reply] = _answer(server, loop, data, tcp)
+    if reply is None or not dnslib_reads(dns.name.from_text(query.qname + "." if query.qname else ".").labels):
+        return
+    view = both(reply)
+    assert view["id"] == query.id and view["qr"] == 1

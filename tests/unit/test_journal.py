@@ -5,8 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from resolverguard.export import Record
-from resolverguard.journal import Journal
+from resolverguard.export import Journal, Record
 
 
 class Clock:

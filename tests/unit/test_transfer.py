@@ -15,11 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from resolverguard import wire
-from resolverguard.config import Config
+from resolverguard.config import Config, parse_endpoint
 from resolverguard.errors import ConfigError
-from resolverguard.export import build_rpz
-from resolverguard.journal import Journal
-from resolverguard.transfer import ExportMetrics, ZoneExport, load_tsig, setup_export
+from resolverguard.export import ExportMetrics, Journal, ZoneExport, build_rpz, load_tsig, setup_export
+from resolverguard.metrics import Metrics
 
 ORIGIN = "rpz.resolverguard."
 SECRET = base64.b64encode(b"k" * 32).decode()
@@ -106,7 +105,7 @@ def test_unsigned_refused_bad_signature_notauth_counted_logged_once(export: Zone
     assert dns.message.from_wire(data[0]).rcode() == dns.rcode.NOTAUTH
     assert caplog.text.count("transfer refused client=127.0.0.1 reason=no_key") == 1
     assert "reason=bad_signature" in caplog.text and SECRET not in caplog.text
-    assert export.metrics.refused.labels("no_key")._value.get() == 3
+    assert export.metrics.refused.labels("no_key").value == 3
     export.clock.now += 61
     ask(export, dns.message.make_query(ORIGIN, "AXFR"))
     assert caplog.text.count("transfer refused client=127.0.0.1 reason=no_key") == 2
@@ -159,3 +158,32 @@ def test_export_state_lives_under_the_state_dir_and_survives_close(tmp_path: Pat
     assert export.journal.dir.is_dir()  # the operator's state, not a temporary directory
     explicit = replace(cfg, export_state_dir=str(tmp_path / "elsewhere"))
     assert setup_export(explicit, lambda: None, CollectorRegistry()).journal.dir == tmp_path / "elsewhere"
+
+
+def test_ixfr_from_a_newer_serial_gets_the_single_current_soa(export: ZoneExport) -> None:
+    """RFC 1995 §2: a client already newer than the server (in serial arithmetic) gets one SOA, not the zone."""
+    current = export.journal.serial
+    for ahead in (current + 1, current + 2**31 - 1, (current + 5) % 2**32):
+        replies = ask(export, signed("IXFR", serial=ahead))
+        rrs = [rr for m in replies for rr in m.answer]
+        assert len(replies) == 1 and len(rrs) == 1 and rrs[0].rdtype == dns.rdatatype.SOA, ahead
+        assert rrs[0][0].serial == current
+    behind = (current + 2**31 + 1) % 2**32  # "newer" wraps: this one is older and not in the journal
+    assert len([rr for m in ask(export, signed("IXFR", serial=behind)) for rr in m.answer]) > 1
+
+
+def test_export_metrics_count_on_the_guards_tally(tmp_path: Path) -> None:
+    metrics = Metrics(CollectorRegistry())
+    cfg = replace(Config(), state_dir=str(tmp_path / "state"), export_notify=(parse_endpoint("127.0.0.1:5300"),))
+    export = setup_export(cfg, lambda: None, metrics)
+    sample = metrics.registry.get_sample_value
+    assert sample("resolverguard_export_refused_total", {"reason": "acl"}) == 0  # declared at 0
+    assert sample("resolverguard_export_secondary_serial", {"secondary": "127.0.0.1:5300"}) == 0
+    data = dns.message.make_query(ORIGIN, "AXFR").to_wire()
+    assert not export.is_transfer(wire.parse_query(data, "192.0.2.1", True))  # refused on the loop, not built
+    [reply] = export.answer(wire.parse_query(data, "192.0.2.1", True))
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.REFUSED
+    assert sample("resolverguard_export_refused_total", {"reason": "acl"}) == 1
+    names = {spec.name for spec, _, _ in metrics.tally.series}  # one tally: --workers adds these up too
+    assert {"resolverguard_export_refused_total", "resolverguard_export_secondary_serial"} <= names
+    export.close()

@@ -10,6 +10,7 @@ import pytest
 
 from resolverguard import wire
 from resolverguard.errors import MalformedQuery
+from tests.twoparsers import both
 
 
 def q(name="Example.MIL", qtype="MX", **kw) -> bytes:
@@ -115,3 +116,34 @@ def test_reply_matches_requires_id_qr_and_same_question():
     assert not wire.reply_matches(sent, sent, qend)  # QR clear
     other = dns.message.make_response(dns.message.make_query("Example.MIM", "MX")).to_wire()
     assert not wire.reply_matches(sent[:2] + other[2:], sent, qend)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        q("Mail.Army.ML", "AAAA", use_edns=0, payload=1400, want_dnssec=True),
+        q("army.ml", "A"),
+        q(".", "NS", use_edns=0, payload=100),  # payload under 512 counts as 512
+        q("xn--gmal-nza.com", "MX", use_edns=0, payload=4096),
+        q("_25._tcp.mail.example", "TLSA", want_dnssec=False, use_edns=0),
+        q("a" * 63 + ".b", "TXT"),
+        dns.message.make_query(dns.name.Name([b"a b", b"c\\d", b"ok", b""]), "A").to_wire(),  # escaped in text
+        dns.message.make_query("x.example", "CAA", rdclass="CH").to_wire(),
+    ],
+)
+def test_scan_matches_dnslib_and_dnspython(data):
+    """The question scan reads what two independent parsers read (tests/twoparsers.py)."""
+    query = wire.parse_query(data, "127.0.0.1", False)
+    view = both(data)
+    labels = tuple(lb.lower() for lb in dns.name.from_text(query.qname + "." if query.qname else ".").labels if lb)
+    assert view["question"] == [(labels, query.qtype, query.qclass)] and view["id"] == query.id
+    assert view["edns"] == ((query.payload, query.do) if query.edns else None)
+
+
+def test_replies_built_by_wire_read_the_same_in_dnslib():
+    data = q("Army.ML", "MX", use_edns=0, payload=1232)
+    query = wire.parse_query(data, "127.0.0.1", False)
+    for reply in (wire.reply_for(query, wire.REFUSED), wire.error_reply(data, wire.FORMERR)):
+        view = both(reply)
+        assert (view["id"], view["qr"], view["rcode"]) == (query.id, 1, reply[3] & 0xF)
+        assert view["question"] == [((b"army", b"ml"), 15, 1)]

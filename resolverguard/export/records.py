@@ -108,7 +108,7 @@ class Export:
     """The built zone: apex SOA/NS are implied by origin and serial; ``body`` is records and ``; comments``.
 
     Both forms a secondary can get are derived from this one object: text() for a zone file, and
-    (transfer.py) the AXFR/IXFR messages from records.
+    (render.py) the AXFR/IXFR messages from records.
     """
 
     origin: dns.name.Name

@@ -17,7 +17,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from .config import Endpoint
+from ..config import Endpoint
 
 log = logging.getLogger(__name__)
 FIRST_WAIT = 1.0  # seconds for the first answer; doubled on every retry

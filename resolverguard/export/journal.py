@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .export import Record
+from .records import Record
 
 log = logging.getLogger(__name__)
 DEFAULT_KEEP = 20
@@ -58,7 +58,6 @@ class Journal:
         self.keep = max(1, keep)
         self.clock = clock
         self._cached: tuple[int, dict] | None = None  # (state.json mtime_ns, its content)
-        self._snapshot: tuple[int, list[Record]] | None = None  # (serial, records)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -128,15 +127,18 @@ class Journal:
             return serial, True
 
     def snapshot(self) -> tuple[int, list[Record]] | None:
-        """The current serial and records as published (cached until the serial changes)."""
-        serial = self.serial
-        if serial is None:
+        """The current serial and records as published."""
+        current = self.snapshot_lines()
+        return None if current is None else (current[0], [_record(line) for line in current[1]])
+
+    def snapshot_lines(self) -> tuple[int, list[str]] | None:
+        """The current serial and its records as lines (``owner ttl type rdata``); the lock is held only to read."""
+        if self.serial is None:
             return None
-        if self._snapshot is None or self._snapshot[0] != serial:
-            with self._locked():
-                serial = self.serial
-                self._snapshot = (serial, [_record(line) for line in self._lines(self.dir / "snapshot")])
-        return self._snapshot
+        with self._locked():
+            serial = self.serial
+            lines = self._lines(self.dir / "snapshot")
+        return serial, lines
 
     def deltas(self, since: int) -> list[Delta] | None:
         """The changes from serial ``since`` to the current one, oldest first; None if ``since`` is not kept."""
