@@ -16,6 +16,7 @@ from .codes import (
     QTYPES,
     RPZ_ACTIONS,
     Action,
+    Malformed,
     Outcome,
     Qtype,
     Rcode,
@@ -32,7 +33,7 @@ OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry a
 RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
 UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
-MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
+MALFORMED = tuple(Malformed)
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 LATENCY_BUCKETS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds for compiled code
 

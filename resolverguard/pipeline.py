@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import dns.name
+import dns.rdataclass
 
 from . import answers, wire
 from .cache import Cache
@@ -117,17 +118,30 @@ class RateLimit:
 
 
 class Sanity:
-    """Queries that are answered without policy or upstream: ANY (RFC 8482) and zone transfers over UDP."""
+    """Queries refused before any work: zone transfers over UDP, and classes other than IN and CH.
+
+    An odd class (HS, NONE, CLASS42) is never forwarded: upstreams answer those in ways (REFUSED without a
+    question) that would otherwise count against their health, so one client could move everyone's traffic.
+    """
 
     name = "sanity"
-    HINFO = b"\xc0\x0c\x00\x0d\x00\x01\x00\x00\x0e\x10\x00\x09\x07RFC8482\x00"
+    CLASSES = frozenset({dns.rdataclass.IN, dns.rdataclass.CH})
 
     def handle(self, query: wire.Query) -> Answer | None:
-        if query.qtype == wire.ANY:
-            return Answer(wire.reply_for(query, 0, self.HINFO, (1, 0, 0)), Outcome.ANY_MINIMAL, math.inf)
+        if query.qclass not in self.CLASSES:
+            return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
         if query.qtype in (251, 252) and not query.tcp:  # IXFR, AXFR need TCP
             return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
         return None
+
+
+# RFC 8482 section 4.2: one synthesised HINFO "RFC8482" answers ANY for a name the policy lets through
+HINFO_RFC8482 = b"\xc0\x0c\x00\x0d\x00\x01\x00\x00\x0e\x10\x00\x09\x07RFC8482\x00"
+
+
+def minimal_any(query: wire.Query) -> Answer:
+    """The RFC 8482 answer to ANY, given only after the policy (a blocked name must not appear to exist)."""
+    return Answer(wire.reply_for(query, 0, HINFO_RFC8482, (1, 0, 0)), Outcome.ANY_MINIMAL, math.inf)
 
 
 class SinkHost:
@@ -190,7 +204,7 @@ class PolicyStage:
             if reply is not None:
                 reply = wire.with_id_and_question(reply, query)
         if decision.outcome == Verdict.FORWARDED:
-            return None
+            return minimal_any(query) if query.qtype == wire.ANY else None
         counter = seen[2]
         if counter is not None:
             counter.inc()
@@ -198,7 +212,7 @@ class PolicyStage:
         if emit_block(query, decision) or forward:
             query.memo = False  # an event per lookup, or a counted lookup forwarded: never answered from memory
         if forward:
-            return None
+            return minimal_any(query) if query.qtype == wire.ANY else None
         slots = () if counter is None else (counter.slot,)
         return Answer(reply, _BLOCKED[decision.outcome], math.inf, slots)  # until the policy changes
 
@@ -226,7 +240,11 @@ class CacheStage:
     def handle(self, query: wire.Query) -> Answer | None:
         self.counts[self.requests] += 1
         hit = self.cache.lookup(query)
-        return None if hit is None else Answer(hit[0], Outcome.CACHED, hit[1], (self.requests,), hit[2])
+        if hit is not None:
+            return Answer(hit[0], Outcome.CACHED, hit[1], (self.requests,), hit[2])
+        if not query.flags & wire.RD:  # no recursion desired, nothing held: refused, never forwarded (as Unbound)
+            return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
+        return None
 
 
 class Forwarder:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import names
+from .codes import OTHER_QTYPE, Qtype
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
 from .metrics import QTYPES, Metrics
@@ -121,15 +122,21 @@ class PolicyHolder:
         self.cfg, self.metrics = cfg, metrics
         self.reread = reread or (lambda: self.cfg)
         self.policy = load_policy(cfg)  # at start-up an error propagates: exit 2
+        self._declare(self.policy)
         self._published(self.policy)
         self.lock = asyncio.Lock()
 
     def current(self) -> Policy:
         return self.policy
 
-    def _published(self, policy: Policy) -> None:
-        qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
+    def _declare(self, policy: Policy) -> None:
+        """Every series the policy can count in, at 0; ConfigError when the tally has no slots left for them."""
+        qtypes = [
+            QTYPES.get(q, OTHER_QTYPE) for q in sorted(policy.typo_qtypes | {QTYPE_NUMBERS[Qtype.ANY]})
+        ]  # ANY: all
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
+
+    def _published(self, policy: Policy) -> None:
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         self.metrics.typo_learned_labels.set(policy.guard.learned_count)
         log.info(
@@ -145,6 +152,7 @@ class PolicyHolder:
             try:
                 cfg = self.reread()
                 policy = await asyncio.to_thread(load_policy, cfg, self.policy.generation + 1)
+                self._declare(policy)  # out of tally slots: refused like any bad policy
             except ConfigError as exc:
                 log.warning("reload failed, keeping the last good policy: %s", exc)
                 self.metrics.reloaded(False)
