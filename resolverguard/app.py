@@ -153,7 +153,7 @@ class App:
             randomize_case=cfg.randomize_case,
             observe=lambda u, r, s: metrics.upstream(u.name, r, s),
         )
-        pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
+        pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics, learn=holder.learn)
         export = setup_export(cfg, holder.current, metrics.registry)
         self.server = Server(
             pipeline,

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
+from .codes import Verdict
 from .config import Config, Endpoint, load_config
 from .errors import ConfigError, ResolverGuardError
 
@@ -178,7 +179,7 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
     m, hit = decision.typo, decision.rpz
     result = {
         "name": name,
-        "verdict": "blocked" if blocked else ("log-only" if decision.outcome == "logged_typo" else "allowed"),
+        "verdict": "blocked" if blocked else ("log-only" if decision.outcome == Verdict.LOGGED_TYPO else "allowed"),
         "action": decision.action,
         "protected": m.protected if m else None,
         "class": m.typo_class if m else None,

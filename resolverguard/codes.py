@@ -77,6 +77,19 @@ RPZ_TARGETS: Mapping[Action, str] = {
 RPZ_TARGET_ACTIONS: Mapping[str, Action] = {target: action for action, target in RPZ_TARGETS.items()}
 
 
+class UpstreamFailure(StrEnum):
+    """Why an upstream exchange failed: the `kind` label of resolverguard_upstream_errors_total."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"  # REFUSED, or ICMP port unreachable
+    ERROR = "error"
+    MISMATCH = "mismatch"  # a reply that does not answer what was sent
+    WRONG_SOURCE = "wrong_source"  # a reply from an address or port the query was not sent to
+
+
+DOWN_FAILURES = frozenset({UpstreamFailure.TIMEOUT, UpstreamFailure.REFUSED, UpstreamFailure.ERROR})  # up -> 0
+
+
 class Malformed(StrEnum):
     """Why a message was not answered normally: the `kind` label of resolverguard_malformed_total."""
 

@@ -20,7 +20,6 @@ from .errors import UpstreamError
 from .events import emit_block
 from .metrics import Metrics
 from .policy import FORWARD, Decision, Policy
-from .typo import learned as typo_learned
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -178,15 +177,13 @@ class PolicyStage:
     def __init__(self, current: Callable[[], Policy], sink: answers.Sink, metrics: Metrics) -> None:
         self.current, self.sink, self.metrics = current, sink, metrics
         self.policy: Policy | None = None
-        self.learned = 0  # the guard's learned-label count the memo was filled with
         # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
         self.seen: dict[tuple, tuple[Decision, bytes | None, object | None]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
-        if policy is not self.policy or policy.guard.learned_count != self.learned:
-            # a reload, or the guard learned a label (dmdc.ml is blocked now): forget the old decisions
-            self.policy, self.seen, self.learned = policy, {}, policy.guard.learned_count
+        if policy is not self.policy:  # a reload, or a label learned (dmdc.ml is blocked now): forget decisions
+            self.policy, self.seen = policy, {}
         key = (query.key, query.tcp, query.client if policy.client_dependent else None)
         seen = self.seen.get(key)
         if seen is None:
@@ -330,9 +327,14 @@ class Pipeline:
 
 
 def build_pipeline(
-    config, current_policy: Callable[[], Policy], cache: Cache, pool: UpstreamPool, metrics: Metrics
+    config,
+    current_policy: Callable[[], Policy],
+    cache: Cache,
+    pool: UpstreamPool,
+    metrics: Metrics,
+    learn: Callable[[wire.Query, bytes], None] | None = None,
 ) -> Pipeline:
-    """The stage order, fixed here and nowhere else."""
+    """The stage order, fixed here and nowhere else; learn (PolicyHolder.learn) sees every upstream reply."""
     sink = answers.Sink(config.sink_ipv4, config.sink_ipv6 or None, config.sink_mail_host, config.sink_ttl)
     stages: list[Stage] = [Access(config.allow_clients)]  # not an open resolver: outsiders get REFUSED
     if config.ratelimit_qps > 0:  # before any work is spent on a flooding client
@@ -343,23 +345,4 @@ def build_pipeline(
     stages.append(SinkHost(sink))  # the host the sink MX names: answered here, never forwarded
     stages.append(PolicyStage(current_policy, sink, metrics))  # overrides win, then the typo detector
     stages.append(CacheStage(cache, metrics))  # only what policy lets through is served from cache
-    learn = Learner(current_policy, metrics, typo_learned.path_in(config.state_dir))
     return Pipeline(tuple(stages), Forwarder(pool, cache, metrics, learn))  # forward: the only async stage
-
-
-class Learner:
-    """Teach the typo guard the second-level labels of answered names under protected whole TLDs."""
-
-    def __init__(self, current_policy: Callable[[], Policy], metrics: Metrics, path: str | None) -> None:
-        self.current_policy, self.metrics, self.path = current_policy, metrics, path
-
-    def __call__(self, query: wire.Query, reply: bytes) -> None:
-        """Learn from a NOERROR reply with answers (mail.dmdc.mil -> dmdc); never from NXDOMAIN or NODATA."""
-        if len(reply) < 12 or reply[3] & 0xF != 0 or reply[6:8] == b"\0\0":
-            return
-        guard = self.current_policy().guard
-        learned = guard.learn(query.qname)
-        if learned is not None:
-            typo_learned.append(self.path, *learned)
-            self.metrics.typo_learned_labels.set(guard.learned_count)
-            log.info("typo label learned entry=%s label=%s", *learned)

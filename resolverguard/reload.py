@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -10,13 +11,14 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import names
-from .codes import OTHER_QTYPE, Qtype
+from .codes import OTHER_QTYPE
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
 from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
 from .typo import TypoGuard, learned, load_domain_list
+from .wire import Query
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +133,7 @@ class PolicyHolder:
 
     def _declare(self, policy: Policy) -> None:
         """Every series the policy can count in, at 0; ConfigError when the tally has no slots left for them."""
-        qtypes = [
-            QTYPES.get(q, OTHER_QTYPE) for q in sorted(policy.typo_qtypes | {QTYPE_NUMBERS[Qtype.ANY]})
-        ]  # ANY: all
+        qtypes = [QTYPES.get(q, OTHER_QTYPE) for q in sorted(policy.typo_qtypes)]  # a blocked ANY: declared when seen
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
 
     def _published(self, policy: Policy) -> None:
@@ -145,6 +145,23 @@ class PolicyHolder:
             len(policy.guard.protected),
             sum(policy.table.rule_count.values()),
         )
+
+    def learn(self, query: Query, reply: bytes) -> None:
+        """Learn from a NOERROR reply with answers (mail.dmdc.mil -> dmdc); never from NXDOMAIN or NODATA.
+
+        A new label makes a new policy snapshot (same generation), swapped in like a reload: whoever holds the
+        old one (a decision memo, the fast path, the sink thread) sees the change by identity, never by polling.
+        """
+        if len(reply) < 12 or reply[3] & 0xF != 0 or reply[6:8] == b"\0\0":
+            return
+        found = self.policy.guard.learn(query.qname)
+        if found is None:
+            return
+        guard, entry, label = found
+        self.policy = dataclasses.replace(self.policy, guard=guard)
+        learned.append(learned.path_in(self.cfg.state_dir), entry, label)
+        self.metrics.typo_learned_labels.set(guard.learned_count)
+        log.info("typo label learned entry=%s label=%s", entry, label)
 
     async def reload(self) -> bool:
         """Parse the new policy off the event loop, then swap it in; on error keep the last good one."""
