@@ -17,7 +17,7 @@ from . import wire
 from .codes import Action
 from .policy import Decision
 
-EDE_BLOCKED, EDE_FILTERED = 15, 17
+EDE_BLOCKED, EDE_FILTERED = dns.edns.EDECode.BLOCKED, dns.edns.EDECode.FILTERED
 
 
 @dataclass(frozen=True)

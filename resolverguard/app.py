@@ -154,7 +154,7 @@ class App:
             observe=lambda u, r, s: metrics.upstream(u.name, r, s),
             on_loop=metrics.forwarding_loops.inc,
         )
-        pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics)
+        pipeline = build_pipeline(cfg, holder.current, cache, pool, metrics, learn=holder.learn)
         export = setup_export(cfg, holder.current, metrics)
         self.server = Server(
             pipeline,

@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
+from .codes import Verdict
 from .config import Config, Endpoint, load_config
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
 DEFAULT_CONFIG = "/etc/resolverguard/guard.toml"  # read when present and no --config is given
+CONFIG_ENV = "RESOLVERGUARD_CONFIG"  # set: the default config file instead (empty: none; the tests set it so)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,7 +132,10 @@ def _config(args: argparse.Namespace) -> Config:
 def _config_path(args: argparse.Namespace) -> str | None:
     if not hasattr(args, "config"):
         return None
-    return args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if args.config:
+        return args.config
+    default = os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)
+    return default if default and os.path.exists(default) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +179,7 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
     m, hit = decision.typo, decision.rpz
     result = {
         "name": name,
-        "verdict": "blocked" if blocked else ("log-only" if decision.outcome == "logged_typo" else "allowed"),
+        "verdict": "blocked" if blocked else ("log-only" if decision.outcome == Verdict.LOGGED_TYPO else "allowed"),
         "action": decision.action,
         "protected": m.protected if m else None,
         "class": m.typo_class if m else None,

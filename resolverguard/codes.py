@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+import dns.rcode
+
 
 class Outcome(StrEnum):
     """How a query was answered: the `outcome` label of resolverguard_responses_total (all pre-declared)."""
@@ -64,6 +66,38 @@ RPZ_ACTIONS: tuple[Action, ...] = (
     Action.PASSTHRU,
 )
 RATELIMIT_ACTIONS: tuple[Action, ...] = (Action.REFUSED, Action.DROP)
+# The RPZ CNAME target of each action (draft-vixie-dnsop-dns-rpz), written once: loaders read it, the export writes it.
+RPZ_TARGETS: Mapping[Action, str] = {
+    Action.NXDOMAIN: ".",
+    Action.NODATA: "*.",
+    Action.PASSTHRU: "rpz-passthru.",
+    Action.DROP: "rpz-drop.",
+    Action.TCP_ONLY: "rpz-tcp-only.",
+}
+RPZ_TARGET_ACTIONS: Mapping[str, Action] = {target: action for action, target in RPZ_TARGETS.items()}
+
+
+class UpstreamFailure(StrEnum):
+    """Why an upstream exchange failed: the `kind` label of resolverguard_upstream_errors_total."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"  # REFUSED, or ICMP port unreachable
+    ERROR = "error"
+    MISMATCH = "mismatch"  # a reply that does not answer what was sent
+    WRONG_SOURCE = "wrong_source"  # a reply from an address or port the query was not sent to
+
+
+DOWN_FAILURES = frozenset({UpstreamFailure.TIMEOUT, UpstreamFailure.REFUSED, UpstreamFailure.ERROR})  # up -> 0
+
+
+class Malformed(StrEnum):
+    """Why a message was not answered normally: the `kind` label of resolverguard_malformed_total."""
+
+    UNREADABLE = "unreadable"  # no header: dropped
+    RESPONSE = "response"  # QR set: dropped
+    FORMERR = "formerr"
+    NOTIMP = "notimp"
+    TCP_FRAME = "tcp_frame"  # a TCP frame too short for a header: the connection is aborted
 
 
 class TypoPolicy(StrEnum):
@@ -118,14 +152,7 @@ class Rcode(StrEnum):
     NONE = "none"  # no reply was sent
 
 
-RCODE_NAMES: Mapping[int, Rcode] = {
-    0: Rcode.NOERROR,
-    1: Rcode.FORMERR,
-    2: Rcode.SERVFAIL,
-    3: Rcode.NXDOMAIN,
-    4: Rcode.NOTIMP,
-    5: Rcode.REFUSED,
-}
+RCODE_NAMES: Mapping[int, Rcode] = {int(dns.rcode.from_text(name)): name for name in Rcode if name.isupper()}
 
 
 def rcode_name(rcode: int) -> Rcode:

@@ -2,11 +2,14 @@
 
 import errno
 
+import dns.edns
+import dns.rcode
+
 
 class ResolverGuardError(Exception):
     """resolverguard error"""
 
-    rcode_hint = 2  # SERVFAIL
+    rcode_hint = dns.rcode.SERVFAIL
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(args or (self.__doc__,)))
@@ -28,19 +31,19 @@ class ZoneFileError(ConfigError):
 class MalformedQuery(ResolverGuardError):
     """malformed query"""
 
-    rcode_hint = 1  # FORMERR
+    rcode_hint = dns.rcode.FORMERR
 
 
 class UpstreamError(ResolverGuardError):
     """upstream failed"""
 
-    ede = 23  # RFC 8914 Network Error: the SERVFAIL this becomes says why
+    ede = dns.edns.EDECode.NETWORK_ERROR  # RFC 8914: the SERVFAIL this becomes says why
 
 
 class UpstreamTimeout(UpstreamError):
     """upstream timed out"""
 
-    ede = 22  # No Reachable Authority
+    ede = dns.edns.EDECode.NO_REACHABLE_AUTHORITY
 
 
 class BadUpstreamReply(UpstreamError):
@@ -54,7 +57,7 @@ class UpstreamRefused(UpstreamError):
 class ForwardingLoop(UpstreamError):
     """forwarding loop: a query the guard sent upstream came back to the guard"""
 
-    ede = 0  # Other: RFC 8914 has no code for a loop; the text says it
+    ede = dns.edns.EDECode.OTHER  # RFC 8914 has no code for a loop; the text says it
 
 
 def os_reason(exc: OSError) -> str:

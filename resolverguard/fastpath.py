@@ -105,18 +105,17 @@ class FastTable:
         self.entries: dict[bytes, Entry] = {}
         self.clients: dict[bytes | str, bool] = {}  # drain()'s key of each client it may answer -> True
         self.eligible: dict[str, bool] = {}  # client host -> whether its answers may be remembered and given
-        self.policy, self.learned = None, -1
+        self.policy = None
 
     def drain(self, sock: socket.socket) -> tuple[int, list]:
         """One batch from sock: (datagrams read, the ones the pipeline must answer, with their addresses)."""
         policy = self.current_policy()
-        learned = policy.guard.learned_count
-        if policy is not self.policy or learned != self.learned:  # a reload, or a label learned: forget
+        if policy is not self.policy:  # a reload, or a label learned (a new snapshot): forget
             self.entries.clear()
-            if policy is not self.policy:  # client-IP rules may have changed: whom to answer is decided anew
+            if self.policy is None or policy.table is not self.policy.table:  # client-IP rules may have changed
                 self.clients.clear()
                 self.eligible.clear()
-            self.policy, self.learned = policy, learned
+            self.policy = policy
         counts, now = self.metrics.counts, self.clock()
         if self.compiled:
             return _fastudp.drain(sock.fileno(), self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS)

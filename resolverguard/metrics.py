@@ -11,16 +11,19 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from . import __version__
 from .codes import (
+    DOWN_FAILURES,
     OTHER_QTYPE,
     QTYPE_NUMBERS,
     QTYPES,
     RPZ_ACTIONS,
     Action,
+    Malformed,
     Outcome,
     Qtype,
     Rcode,
     SinkMode,
     TypoPolicy,
+    UpstreamFailure,
     rcode_name,
 )
 from .tally import Tally, TallyCollector, WorkersCollector
@@ -29,8 +32,8 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # --workers: each worker's tally is 
 OUTCOMES = tuple(Outcome)  # every member pre-declared: an Answer cannot carry an outcome metrics lack
 RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
-UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
-MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
+UPSTREAM_ERRORS = tuple(UpstreamFailure)
+MALFORMED = tuple(Malformed)
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 LATENCY_BUCKETS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds for compiled code
 
@@ -227,7 +230,7 @@ class Metrics:
         """Called by the upstream pool for every exchange: an rcode name or an error kind."""
         if result in UPSTREAM_ERRORS:
             self.upstream_errors.labels(name, result).inc()
-            if result in ("timeout", "refused", "error"):
+            if result in DOWN_FAILURES:
                 self.upstream_up.labels(name).set(0)
             return
         self.upstream_responses.labels(name, result).inc()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import dns.name
+import dns.rdataclass
 
 from . import answers, wire
 from .cache import Cache
@@ -19,7 +20,6 @@ from .errors import UpstreamError
 from .events import emit_block
 from .metrics import Metrics
 from .policy import FORWARD, Decision, Policy
-from .typo import learned as typo_learned
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -117,17 +117,30 @@ class RateLimit:
 
 
 class Sanity:
-    """Queries that are answered without policy or upstream: ANY (RFC 8482) and zone transfers over UDP."""
+    """Queries refused before any work: zone transfers over UDP, and classes other than IN and CH.
+
+    An odd class (HS, NONE, CLASS42) is never forwarded: upstreams answer those in ways (REFUSED without a
+    question) that would otherwise count against their health, so one client could move everyone's traffic.
+    """
 
     name = "sanity"
-    HINFO = b"\xc0\x0c\x00\x0d\x00\x01\x00\x00\x0e\x10\x00\x09\x07RFC8482\x00"
+    CLASSES = frozenset({dns.rdataclass.IN, dns.rdataclass.CH})
 
     def handle(self, query: wire.Query) -> Answer | None:
-        if query.qtype == wire.ANY:
-            return Answer(wire.reply_for(query, 0, self.HINFO, (1, 0, 0)), Outcome.ANY_MINIMAL, math.inf)
+        if query.qclass not in self.CLASSES:
+            return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
         if query.qtype in (251, 252) and not query.tcp:  # IXFR, AXFR need TCP
             return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
         return None
+
+
+# RFC 8482 section 4.2: one synthesised HINFO "RFC8482" answers ANY for a name the policy lets through
+HINFO_RFC8482 = b"\xc0\x0c\x00\x0d\x00\x01\x00\x00\x0e\x10\x00\x09\x07RFC8482\x00"
+
+
+def minimal_any(query: wire.Query) -> Answer:
+    """The RFC 8482 answer to ANY, given only after the policy (a blocked name must not appear to exist)."""
+    return Answer(wire.reply_for(query, 0, HINFO_RFC8482, (1, 0, 0)), Outcome.ANY_MINIMAL, math.inf)
 
 
 class SinkHost:
@@ -164,15 +177,13 @@ class PolicyStage:
     def __init__(self, current: Callable[[], Policy], sink: answers.Sink, metrics: Metrics) -> None:
         self.current, self.sink, self.metrics = current, sink, metrics
         self.policy: Policy | None = None
-        self.learned = 0  # the guard's learned-label count the memo was filled with
         # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
         self.seen: dict[tuple, tuple[Decision, bytes | None, object | None]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
-        if policy is not self.policy or policy.guard.learned_count != self.learned:
-            # a reload, or the guard learned a label (dmdc.ml is blocked now): forget the old decisions
-            self.policy, self.seen, self.learned = policy, {}, policy.guard.learned_count
+        if policy is not self.policy:  # a reload, or a label learned (dmdc.ml is blocked now): forget decisions
+            self.policy, self.seen = policy, {}
         key = (query.key, query.tcp, query.client if policy.client_dependent else None)
         seen = self.seen.get(key)
         if seen is None:
@@ -190,7 +201,7 @@ class PolicyStage:
             if reply is not None:
                 reply = wire.with_id_and_question(reply, query)
         if decision.outcome == Verdict.FORWARDED:
-            return None
+            return minimal_any(query) if query.qtype == wire.ANY else None
         counter = seen[2]
         if counter is not None:
             counter.inc()
@@ -198,7 +209,7 @@ class PolicyStage:
         if emit_block(query, decision) or forward:
             query.memo = False  # an event per lookup, or a counted lookup forwarded: never answered from memory
         if forward:
-            return None
+            return minimal_any(query) if query.qtype == wire.ANY else None
         slots = () if counter is None else (counter.slot,)
         return Answer(reply, _BLOCKED[decision.outcome], math.inf, slots)  # until the policy changes
 
@@ -226,7 +237,11 @@ class CacheStage:
     def handle(self, query: wire.Query) -> Answer | None:
         self.counts[self.requests] += 1
         hit = self.cache.lookup(query)
-        return None if hit is None else Answer(hit[0], Outcome.CACHED, hit[1], (self.requests,), hit[2])
+        if hit is not None:
+            return Answer(hit[0], Outcome.CACHED, hit[1], (self.requests,), hit[2])
+        if not query.flags & wire.RD:  # no recursion desired, nothing held: refused, never forwarded (as Unbound)
+            return Answer(wire.reply_for(query, wire.REFUSED), Outcome.REFUSED)
+        return None
 
 
 class Forwarder:
@@ -312,9 +327,14 @@ class Pipeline:
 
 
 def build_pipeline(
-    config, current_policy: Callable[[], Policy], cache: Cache, pool: UpstreamPool, metrics: Metrics
+    config,
+    current_policy: Callable[[], Policy],
+    cache: Cache,
+    pool: UpstreamPool,
+    metrics: Metrics,
+    learn: Callable[[wire.Query, bytes], None] | None = None,
 ) -> Pipeline:
-    """The stage order, fixed here and nowhere else."""
+    """The stage order, fixed here and nowhere else; learn (PolicyHolder.learn) sees every upstream reply."""
     sink = answers.Sink(config.sink_ipv4, config.sink_ipv6 or None, config.sink_mail_host, config.sink_ttl)
     stages: list[Stage] = [Access(config.allow_clients)]  # not an open resolver: outsiders get REFUSED
     if config.ratelimit_qps > 0:  # before any work is spent on a flooding client
@@ -325,23 +345,4 @@ def build_pipeline(
     stages.append(SinkHost(sink))  # the host the sink MX names: answered here, never forwarded
     stages.append(PolicyStage(current_policy, sink, metrics))  # overrides win, then the typo detector
     stages.append(CacheStage(cache, metrics))  # only what policy lets through is served from cache
-    learn = Learner(current_policy, metrics, typo_learned.path_in(config.state_dir))
     return Pipeline(tuple(stages), Forwarder(pool, cache, metrics, learn))  # forward: the only async stage
-
-
-class Learner:
-    """Teach the typo guard the second-level labels of answered names under protected whole TLDs."""
-
-    def __init__(self, current_policy: Callable[[], Policy], metrics: Metrics, path: str | None) -> None:
-        self.current_policy, self.metrics, self.path = current_policy, metrics, path
-
-    def __call__(self, query: wire.Query, reply: bytes) -> None:
-        """Learn from a NOERROR reply with answers (mail.dmdc.mil -> dmdc); never from NXDOMAIN or NODATA."""
-        if len(reply) < 12 or reply[3] & 0xF != 0 or reply[6:8] == b"\0\0":
-            return
-        guard = self.current_policy().guard
-        learned = guard.learn(query.qname)
-        if learned is not None:
-            typo_learned.append(self.path, *learned)
-            self.metrics.typo_learned_labels.set(guard.learned_count)
-            log.info("typo label learned entry=%s label=%s", *learned)

@@ -12,6 +12,7 @@ from .codes import QTYPE_NUMBERS, Action, Qtype, TypoPolicy, Verdict
 from .rpz import PolicyTable, RpzHit
 from .typo import TypoGuard, TypoMatch
 
+ANY = QTYPE_NUMBERS[Qtype.ANY]
 DEFAULT_TYPO_QTYPES = frozenset(QTYPE_NUMBERS[q] for q in (Qtype.A, Qtype.AAAA, Qtype.MX))
 
 
@@ -69,7 +70,7 @@ class Policy:
             if hit.action == Action.PASSTHRU:
                 return Decision(Action.FORWARD, Verdict.PASSTHRU, rpz=hit)
             return Decision(hit.action, Verdict.BLOCKED_OVERRIDE, rpz=hit)
-        if qtype not in self.typo_qtypes:
+        if qtype not in self.typo_qtypes and qtype != ANY:  # ANY asks for every type, the typo-checked ones too
             return FORWARD
         match = self.guard.find_neighbour(qname)
         if match is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -10,12 +11,14 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import names
+from .codes import OTHER_QTYPE
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
 from .metrics import QTYPES, Metrics
 from .policy import Policy
 from .rpz import PolicyTable, load_zone_dir
 from .typo import TypoGuard, learned, load_domain_list
+from .wire import Query
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +124,19 @@ class PolicyHolder:
         self.cfg, self.metrics = cfg, metrics
         self.reread = reread or (lambda: self.cfg)
         self.policy = load_policy(cfg)  # at start-up an error propagates: exit 2
+        self._declare(self.policy)
         self._published(self.policy)
         self.lock = asyncio.Lock()
 
     def current(self) -> Policy:
         return self.policy
 
-    def _published(self, policy: Policy) -> None:
-        qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
+    def _declare(self, policy: Policy) -> None:
+        """Every series the policy can count in, at 0; ConfigError when the tally has no slots left for them."""
+        qtypes = [QTYPES.get(q, OTHER_QTYPE) for q in sorted(policy.typo_qtypes)]  # a blocked ANY: declared when seen
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
+
+    def _published(self, policy: Policy) -> None:
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         self.metrics.typo_learned_labels.set(policy.guard.learned_count)
         log.info(
@@ -139,12 +146,30 @@ class PolicyHolder:
             sum(policy.table.rule_count.values()),
         )
 
+    def learn(self, query: Query, reply: bytes) -> None:
+        """Learn from a NOERROR reply with answers (mail.dmdc.mil -> dmdc); never from NXDOMAIN or NODATA.
+
+        A new label makes a new policy snapshot (same generation), swapped in like a reload: whoever holds the
+        old one (a decision memo, the fast path, the sink thread) sees the change by identity, never by polling.
+        """
+        if len(reply) < 12 or reply[3] & 0xF != 0 or reply[6:8] == b"\0\0":
+            return
+        found = self.policy.guard.learn(query.qname)
+        if found is None:
+            return
+        guard, entry, label = found
+        self.policy = dataclasses.replace(self.policy, guard=guard)
+        learned.append(learned.path_in(self.cfg.state_dir), entry, label)
+        self.metrics.typo_learned_labels.set(guard.learned_count)
+        log.info("typo label learned entry=%s label=%s", entry, label)
+
     async def reload(self) -> bool:
         """Parse the new policy off the event loop, then swap it in; on error keep the last good one."""
         async with self.lock:
             try:
                 cfg = self.reread()
                 policy = await asyncio.to_thread(load_policy, cfg, self.policy.generation + 1)
+                self._declare(policy)  # out of tally slots: refused like any bad policy
             except ConfigError as exc:
                 log.warning("reload failed, keeping the last good policy: %s", exc)
                 self.metrics.reloaded(False)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import dns.exception
 
 from . import wire
+from .codes import Malformed, Outcome
 from .errors import ResolverGuardError
 from .export import TRANSFER_QTYPES
 from .fastpath import BATCH, FastTable
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Payload = bytes | list[bytes] | None  # one reply, an AXFR's messages, or nothing
-_DROPPED = {wire.Unreadable: "unreadable", wire.NotQuery: "response"}
+_DROPPED = {wire.Unreadable: Malformed.UNREADABLE, wire.NotQuery: Malformed.RESPONSE}
 
 
 class Server:
@@ -117,31 +118,31 @@ class Server:
                     return
                 if (msgs := self.export.answer(query)) is not None:  # its SOA (or a refusal)
                     send(msgs[0])
-                    self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
+                    self.metrics.response(Outcome.TRANSFER, msgs[0], time.perf_counter() - started)
                     return
             answer = self.pipeline.answer_now(query)
             if answer is None:
                 if len(self.inflight) + self.forwards >= self.max_inflight:
-                    answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
+                    answer = Answer(wire.reply_for(query, wire.SERVFAIL), Outcome.SERVFAIL)
                 else:
                     self._forward(query, send, started)
                     return
         except wire.BadVersion:  # EDNS version > 0: BADVERS before policy and cache (RFC 6891 6.1.3)
-            answer = Answer(wire.badvers_reply(data), "formerr")
+            answer = Answer(wire.badvers_reply(data), Outcome.FORMERR)
         except (wire.Unreadable, wire.NotQuery) as exc:
             self.metrics.malformed.labels(_DROPPED[type(exc)]).inc()
-            answer = Answer(None, "dropped")
+            answer = Answer(None, Outcome.DROPPED)
         except ResolverGuardError as exc:
-            kind = "notimp" if exc.rcode_hint == wire.NOTIMP else "formerr"
-            self.metrics.malformed.labels(kind).inc()
-            answer = Answer(wire.error_reply(data, exc.rcode_hint), kind)
+            notimp = exc.rcode_hint == wire.NOTIMP
+            self.metrics.malformed.labels(Malformed.NOTIMP if notimp else Malformed.FORMERR).inc()
+            answer = Answer(wire.error_reply(data, exc.rcode_hint), Outcome.NOTIMP if notimp else Outcome.FORMERR)
         except dns.exception.DNSException:  # dnspython (answers.render) read records the scan skips: malformed
-            self.metrics.malformed.labels("formerr").inc()
-            answer = Answer(wire.error_reply(data, wire.FORMERR), "formerr")
+            self.metrics.malformed.labels(Malformed.FORMERR).inc()
+            answer = Answer(wire.error_reply(data, wire.FORMERR), Outcome.FORMERR)
         except Exception:  # the only catch-all in the package: a bug must not take the server down
             log.exception("internal error client=%s", client)
             self.metrics.internal_errors.inc()
-            answer = Answer(wire.error_reply(data, wire.SERVFAIL), "servfail")
+            answer = Answer(wire.error_reply(data, wire.SERVFAIL), Outcome.SERVFAIL)
         self._send(answer, query, send, started)
 
     def _track(self, coroutine) -> None:
@@ -158,7 +159,7 @@ class Server:
             self.metrics.internal_errors.inc()
             msgs = [wire.reply_for(query, wire.SERVFAIL)]
         send(msgs)
-        self.metrics.response("transfer", msgs[0], time.perf_counter() - started)
+        self.metrics.response(Outcome.TRANSFER, msgs[0], time.perf_counter() - started)
 
     def _forward(self, query: wire.Query, send: Callable[[Payload], None], started: float) -> None:
         forward = getattr(self.pipeline.forwarder, "forward", None)
@@ -188,7 +189,7 @@ class Server:
         if not isinstance(answer, Answer):  # same rule as answer(): log, count, SERVFAIL
             log.error("internal error while forwarding qname=%s", query.qname, exc_info=answer)
             self.metrics.internal_errors.inc()
-            answer = Answer(wire.reply_for(query, wire.SERVFAIL), "servfail")
+            answer = Answer(wire.reply_for(query, wire.SERVFAIL), Outcome.SERVFAIL)
         self._send(answer, query, send, started)
 
     def _send(self, answer: Answer, query: wire.Query | None, send: Callable[[Payload], None], started: float) -> None:
@@ -365,7 +366,7 @@ class TcpConnection(asyncio.Protocol):
         while len(self.buffer) >= 2 and self.pending < self.MAX_PENDING and not self.write_paused and not self.closed:
             size = int.from_bytes(self.buffer[:2], "big")
             if size < 12:  # zero-length or header-less frame: nothing to answer, stop reading
-                self.server.metrics.malformed.labels("tcp_frame").inc()
+                self.server.metrics.malformed.labels(Malformed.TCP_FRAME).inc()
                 self.abort()
                 return
             if len(self.buffer) < 2 + size:

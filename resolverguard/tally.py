@@ -73,6 +73,9 @@ class Tally:
         self.specs: list[Spec] = []
         self.series: list[tuple[Spec, tuple[str, ...], int]] = []  # append-only: scrapes copy it without a lock
         self.used = 0
+        # a series is declared from the loop and from the SMTP sink's thread: one allocation at a time, or two
+        # series could share a slot (counting needs no lock: each slot has one counting thread)
+        self.lock = threading.RLock()
 
     def family(self, spec: Spec) -> Family:
         self.specs.append(spec)
@@ -90,17 +93,18 @@ class Tally:
         return self.family(Spec(HISTOGRAM, name, documentation, tuple(labelnames), tuple(buckets)))
 
     def allocate(self, spec: Spec, labels: tuple[str, ...]) -> int:
-        """The first of spec.width fresh slots for a new series (all 0)."""
-        slot = self.used
-        if slot + spec.width > len(self.counts):
-            raise ConfigError(
-                f"metrics: all {len(self.counts)} slots are taken declaring {spec.name}{list(labels)}; "
-                "fewer protected entries, RPZ zones or upstreams, or a larger tally.CAPACITY"
-            )
-        self.used = slot + spec.width
-        self.series.append((spec, labels, slot))
-        self._write([spec.name, labels, slot])
-        return slot
+        """The first of spec.width fresh slots for a new series (all 0); ConfigError when none are left."""
+        with self.lock:
+            slot = self.used
+            if slot + spec.width > len(self.counts):
+                raise ConfigError(
+                    f"metrics: all {len(self.counts)} slots are taken declaring {spec.name}{list(labels)}; "
+                    "fewer protected entries, RPZ zones or upstreams, or a larger tally.CAPACITY"
+                )
+            self.used = slot + spec.width
+            self.series.append((spec, labels, slot))
+            self._write([spec.name, labels, slot])
+            return slot
 
     def rows(self) -> Iterator[tuple[Spec, tuple[str, ...], object]]:
         """(spec, labels, raw value) per series: an int, a float (gauges) or a histogram's list of slots."""
@@ -125,12 +129,13 @@ class Family:
         child = self.children.get(values)
         if child is None:
             key = tuple(str(v) for v in values)
-            child = self.children.get(key)
-            if child is None:
-                if len(key) != len(self.spec.labelnames):
-                    raise ValueError(f"{self.spec.name} takes labels {self.spec.labelnames}, got {key}")
-                slot = self.tally.allocate(self.spec, key)
-                child = self.children[key] = _CHILD[self.spec.kind](self.tally, self.spec, slot)
+            if len(key) != len(self.spec.labelnames):
+                raise ValueError(f"{self.spec.name} takes labels {self.spec.labelnames}, got {key}")
+            with self.tally.lock:  # two threads declaring one series get one slot
+                child = self.children.get(key)
+                if child is None:
+                    slot = self.tally.allocate(self.spec, key)
+                    child = self.children[key] = _CHILD[self.spec.kind](self.tally, self.spec, slot)
         return child
 
     # an unlabelled family is its own only series

@@ -6,10 +6,15 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+import dns.rcode
+
 from .errors import MalformedQuery, ResolverGuardError
 
 QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
-FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 1, 2, 3, 4, 5
+# plain ints from dnspython's numbers: the hot path ORs them into header flags
+FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = (
+    int(r) for r in (dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NXDOMAIN, dns.rcode.NOTIMP, dns.rcode.REFUSED)
+)
 OPT, SOA, ANY = 41, 6, 255
 OPT_EDE = 15  # the one EDNS option a stored reply keeps: it describes the answer, not the exchange
 EDNS_PAYLOAD = 1232  # what the guard advertises, to clients and upstreams (DNS flag day 2020)

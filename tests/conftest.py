@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Hermetic: no guard a test starts (in this process or a child) reads the host's /etc/resolverguard/guard.toml
+os.environ["RESOLVERGUARD_CONFIG"] = ""
 
 from fakes import FakeUpstream, Guard  # noqa: E402
 

@@ -30,6 +30,7 @@ import dns.exception
 import dns.name
 import dns.rdatatype
 
+from resolverguard.codes import RPZ_TARGETS
 from resolverguard.errors import ConfigError
 from resolverguard.policy import Policy
 from resolverguard.rpz import PolicyTable, RpzHit
@@ -43,13 +44,6 @@ SOA_RNAME: Final = "hostmaster.resolverguard.invalid."
 SOA_TIMERS: Final = (60, 60, 1209600, 60)  # refresh, retry, expire (14 days: keep blocking if we vanish), minimum
 DEFAULT_TTL: Final = 300
 
-_ACTION_TARGET: Final[dict[str, str]] = {
-    "nxdomain": ".",
-    "nodata": "*.",
-    "passthru": "rpz-passthru.",
-    "drop": "rpz-drop.",
-    "tcp-only": "rpz-tcp-only.",
-}
 EXPORT_ACTIONS: Final = ("nxdomain", "nodata", "drop", "tcp-only")
 
 Progress = Callable[[int, int], None]
@@ -146,7 +140,7 @@ class Export:
 
 def _rule_records(hit: RpzHit) -> list[Record]:
     if hit.action != "local-data":
-        return [Record(hit.owner, hit.ttl, "CNAME", _ACTION_TARGET[hit.action])]
+        return [Record(hit.owner, hit.ttl, "CNAME", RPZ_TARGETS[hit.action])]
     records = []
     for rrset in hit.records:
         rdtype = dns.rdatatype.to_text(rrset.rdtype)
@@ -212,7 +206,7 @@ def build_rpz(
         done += 1
         tick()
     exported = skipped = 0
-    target = _ACTION_TARGET[action]
+    target = RPZ_TARGETS[action]
     if neighbours:
         body.append(f"; typo neighbours of protected domains: CNAME {target}")
     for name, of in neighbours:

@@ -12,7 +12,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
-from resolverguard.codes import Action
+from resolverguard.codes import RPZ_TARGETS, Action
 from resolverguard.errors import ZoneFileError
 from resolverguard.rpz.client_ip import parse_client_ip
 from resolverguard.rpz.diagnostics import Scan
@@ -22,13 +22,7 @@ log = logging.getLogger("resolverguard.rpz")
 
 _CLIENT_IP = b"rpz-client-ip"
 _UNSUPPORTED_TRIGGERS = {b"rpz-ip": "rpz-ip", b"rpz-nsdname": "rpz-nsdname", b"rpz-nsip": "rpz-nsip"}
-_SPECIAL_TARGETS: dict[dns.name.Name, Action] = {
-    dns.name.root: Action.NXDOMAIN,
-    dns.name.from_text("*."): Action.NODATA,
-    dns.name.from_text("rpz-passthru."): Action.PASSTHRU,
-    dns.name.from_text("rpz-drop."): Action.DROP,
-    dns.name.from_text("rpz-tcp-only."): Action.TCP_ONLY,
-}
+_SPECIAL_TARGETS: dict[dns.name.Name, Action] = {dns.name.from_text(t): a for a, t in RPZ_TARGETS.items()}
 _DNSSEC_TYPES = frozenset(
     {
         dns.rdatatype.RRSIG,

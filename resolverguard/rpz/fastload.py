@@ -7,23 +7,16 @@ from dataclasses import dataclass
 
 import dns.name
 
-from resolverguard.codes import Action
+from resolverguard.codes import RPZ_TARGET_ACTIONS, RPZ_TARGETS
 from resolverguard.rpz.diagnostics import Scan, paren_depth
 from resolverguard.rpz.table import RpzHit
 
 # One policy rule per line, the bulk of any large RPZ: "owner [ttl] [IN] CNAME <action target>".
 _FAST_LINE = re.compile(
     r"((?:\*|[a-z0-9_-]{1,63})(?:\.[a-z0-9_-]{1,63})*)[ \t]+(?:(\d{1,9})[ \t]+)?(?:in[ \t]+)?"
-    r"cname[ \t]+(\.|\*\.|rpz-passthru\.|rpz-drop\.|rpz-tcp-only\.)[ \t]*(?:;.*)?",
+    r"cname[ \t]+(" + "|".join(map(re.escape, RPZ_TARGETS.values())) + r")[ \t]*(?:;.*)?",
     re.IGNORECASE,
 )
-_FAST_ACTIONS: dict[str, Action] = {
-    ".": Action.NXDOMAIN,
-    "*.": Action.NODATA,
-    "rpz-passthru.": Action.PASSTHRU,
-    "rpz-drop.": Action.DROP,
-    "rpz-tcp-only.": Action.TCP_ONLY,
-}
 
 
 @dataclass
@@ -100,7 +93,7 @@ def split_fast(text: str, zone_name: str) -> FastSplit | None:
         if rule_ttl is None:
             return None
         seen.add(owner)
-        hits.append(RpzHit(zone_name, "qname", owner, _FAST_ACTIONS[m.group(3).lower()], (), rule_ttl, i + 1))
+        hits.append(RpzHit(zone_name, "qname", owner, RPZ_TARGET_ACTIONS[m.group(3).lower()], (), rule_ttl, i + 1))
         lines[i] = None  # type: ignore[call-overload]  # taken: not for dnspython
         last_owner_fast = True
     if not hits:

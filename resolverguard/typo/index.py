@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Iterable, Mapping
@@ -206,11 +207,13 @@ class TypoGuard:
         """How many second-level labels this guard learned (loaded or observed), for the metric."""
         return self._learned_count
 
-    def learn(self, qname: str) -> tuple[str, str] | None:
+    def learn(self, qname: str) -> tuple[TypoGuard, str, str] | None:
         """Learn the second-level label of an answered name under a whole-suffix entry (mail.dmdc.mil).
 
-        Returns (entry, label) when the label is new, else None. Cheap for every other name: one to three
-        dictionary probes. Bounded: after MAX_LEARNED labels nothing more is learned.
+        Returns (a new guard that knows the label, entry, label) when the label is new, else None. This guard
+        is never changed: it is an immutable snapshot that other threads (the SMTP sink, the export builder)
+        may be reading; the new one shares everything but the few structures a label adds to. Cheap for
+        every other name: one to three dictionary probes. Bounded: after MAX_LEARNED labels nothing more.
         """
         if not self._second_level or not isinstance(qname, str) or self._learned_count >= learned_mod.MAX_LEARNED:
             return None
@@ -223,15 +226,16 @@ class TypoGuard:
             label = labels[-k - 1]
             if label in known or not _learnable(label) or names.is_public_suffix(label + "." + entry):
                 return None
-            self._second_level[entry] = known | {label}
-            self._learned.setdefault(entry, set()).add(label)
-            self._learned_count += 1
-            self._add_combos(label, entry, f"{label}.{entry}")
-            self._first_labels = self._first_labels | {label}
-            clear = getattr(self.find_neighbour, "cache_clear", None)
-            if clear is not None:  # earlier decisions about dmdc.ml are now stale
-                clear()
-            return entry, label
+            new = copy.copy(self)
+            new._second_level = {**self._second_level, entry: known | {label}}
+            new._learned = {**self._learned, entry: frozenset(self._learned.get(entry, ())) | {label}}
+            new._learned_count = self._learned_count + 1
+            new._combo = dict(self._combo)
+            new._add_combos(label, entry, f"{label}.{entry}")
+            new._first_labels = self._first_labels | {label}
+            cached = getattr(self.find_neighbour, "cache_info", None)  # its own cache: dmdc.ml decided anew
+            new.find_neighbour = functools.lru_cache(maxsize=cached().maxsize)(new._find) if cached else new._find
+            return new, entry, label
         return None
 
     def _add_combos(self, label: str, suffix: str, domain: str) -> None:

@@ -180,6 +180,7 @@ def test_zones_dir_is_relative_to_the_config_file(tmp_path):
 def test_default_config_path_is_read_when_present(tmp_path, monkeypatch, capsys):
     from resolverguard import cli
 
+    monkeypatch.delenv(cli.CONFIG_ENV, raising=False)  # this test is about the default path: not hermetic's switch
     etc = etc_tree(tmp_path, 'protect = ["example-protected.org"]\n')
     monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(etc / "guard.toml"))
     monkeypatch.chdir(tmp_path)

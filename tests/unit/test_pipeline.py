@@ -80,12 +80,9 @@ def test_ratelimit_token_bucket_exempt_networks_and_action(action):
     assert stage.handle(query(client="192.0.2.1")) is not None
 
 
-def test_sanity_answers_any_minimally_and_refuses_transfers_over_udp():
+def test_sanity_refuses_transfers_over_udp():
     stage = Sanity()
-    any_answer = stage.handle(query(qtype="ANY"))
-    assert any_answer is not None and any_answer.outcome is Outcome.ANY_MINIMAL
-    reply = dns.message.from_wire(any_answer.reply)
-    assert reply.rcode() == dns.rcode.NOERROR and "RFC8482" in reply.answer[0][0].to_text()
+    assert stage.handle(query(qtype="ANY")) is None  # ANY is answered after the policy (test below)
     for qtype in ("AXFR", "IXFR"):
         refused = stage.handle(query(qtype=qtype))
         assert refused is not None and refused.outcome is Outcome.REFUSED
@@ -201,3 +198,37 @@ def test_build_pipeline_fixes_the_stage_order():
     assert pipeline.answer_now(query("army.ml")).outcome is Outcome.BLOCKED_TYPO
     assert pipeline.answer_now(query("example.org")) is None  # to the forwarder
     assert pipeline.answer_now(query(client="192.0.2.200")).outcome is Outcome.REFUSED  # access comes first
+
+
+def test_any_runs_the_policy_first_blocked_and_overridden_names_do_not_appear_to_exist():
+    pipeline = build_pipeline(Config(), lambda: policy("gone.example CNAME .\n"), Cache(), Pool(), Metrics())
+    blocked = pipeline.answer_now(query("army.ml", qtype="ANY"))
+    assert blocked.outcome is Outcome.BLOCKED_TYPO and rcode(blocked) == dns.rcode.NXDOMAIN
+    gone = pipeline.answer_now(query("gone.example", qtype="ANY"))
+    assert gone.outcome is Outcome.BLOCKED_OVERRIDE and rcode(gone) == dns.rcode.NXDOMAIN
+    allowed = pipeline.answer_now(query("example.org", qtype="ANY"))
+    assert allowed.outcome is Outcome.ANY_MINIMAL  # RFC 8482: one HINFO, never forwarded
+    reply = dns.message.from_wire(allowed.reply)
+    assert reply.rcode() == dns.rcode.NOERROR and "RFC8482" in reply.answer[0][0].to_text()
+
+
+@pytest.mark.parametrize("rdclass", ["HS", "NONE", "ANY", "CLASS42"])
+def test_classes_other_than_in_and_ch_are_refused_before_forwarding(rdclass):
+    pipeline = build_pipeline(Config(), lambda: policy(), Cache(), Pool(), Metrics())
+    refused = pipeline.answer_now(query("example.org", qtype="TXT", rdclass=rdclass))
+    assert refused is not None and refused.outcome is Outcome.REFUSED and rcode(refused) == dns.rcode.REFUSED
+    assert pipeline.answer_now(query("version.bind", qtype="TXT", rdclass="CH")) is None  # CH is forwarded
+    assert pipeline.answer_now(query("example.org", qtype="TXT")) is None  # IN too
+
+
+def test_rd0_is_answered_from_policy_and_cache_and_refused_otherwise():
+    cache = Cache()
+    pipeline = build_pipeline(Config(), lambda: policy(), cache, Pool(), Metrics())
+    norec = dict(flags=0)  # RD=0: the client asks only for what the guard holds
+    missing = pipeline.answer_now(query("example.org", **norec))
+    assert missing.outcome is Outcome.REFUSED and rcode(missing) == dns.rcode.REFUSED  # never forwarded
+    assert pipeline.answer_now(query("army.ml", **norec)).outcome is Outcome.BLOCKED_TYPO
+    q = query("cached.example")
+    cache.put(q, upstream_reply(q))
+    assert pipeline.answer_now(query("cached.example", **norec)).outcome is Outcome.CACHED
+    assert pipeline.answer_now(query("example.org")) is None  # RD=1: forwarded

@@ -149,3 +149,28 @@ def test_a_worker_series_declared_after_a_scrape_shows_in_the_next(tmp_path: Pat
     assert k("t_hits_total", kind="late") not in scrape(collector)
     counter.labels("late").inc()
     assert scrape(collector)[k("t_hits_total", kind="late")] == 1
+
+
+def test_series_declared_from_two_threads_never_share_a_slot():
+    import sys
+    import threading
+
+    tally = Tally()
+    family = tally.counter("resolverguard_test_total", "test", ["n"])
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a missing lock shows at once
+    try:
+        workers = [
+            threading.Thread(target=lambda k=k: [family.labels(f"{k}-{i}") for i in range(2000)]) for k in range(2)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        again = threading.Thread(target=lambda: [family.labels(f"0-{i}") for i in range(2000)])  # same series
+        again.start()
+        again.join()
+    finally:
+        sys.setswitchinterval(interval)
+    slots = [slot for _, _, slot in tally.series]
+    assert len(slots) == len(set(slots)) == 4000 == tally.used

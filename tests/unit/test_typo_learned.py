@@ -10,8 +10,11 @@ from resolverguard.typo import TypoGuard, learned
 def test_an_answered_name_under_mil_teaches_its_label() -> None:
     guard = TypoGuard.build(["mil", "gmail.com"])
     assert guard.find_neighbour("jfhq.ml") is None  # jfhq is in neither the shipped nor the HSTS .mil labels
-    assert guard.learn("mail.jfhq.mil") == ("mil", "jfhq")
-    match = guard.find_neighbour("jfhq.ml")  # the decision cache was cleared
+    old = guard
+    guard, *learned_label = guard.learn("mail.jfhq.mil")
+    assert learned_label == ["mil", "jfhq"]
+    assert old.find_neighbour("jfhq.ml") is None and old.learned_count == 0  # a snapshot: never changed
+    match = guard.find_neighbour("jfhq.ml")  # the new snapshot decides anew
     assert match is not None and match.protected == "jfhq.mil" and match.learned and match.blocks
     assert guard.find_neighbour("jfhqmil.com").learned  # combos of the learned name too
     assert not guard.find_neighbour("army.ml").learned  # shipped labels are not "learned"
@@ -28,7 +31,10 @@ def test_what_is_not_learned() -> None:
 def test_learning_is_bounded(monkeypatch) -> None:
     monkeypatch.setattr(learned, "MAX_LEARNED", 3)
     guard = TypoGuard.build(["mil"], cache_size=0)
-    got = [guard.learn(f"host.unit{i}.mil") for i in range(10)]
+    got = []
+    for i in range(10):
+        got.append(guard.learn(f"host.unit{i}.mil"))
+        guard = got[-1][0] if got[-1] is not None else guard
     assert sum(g is not None for g in got) == 3 and guard.learned_count == 3
     assert guard.find_neighbour("unit9.ml") is None and guard.find_neighbour("unit0.ml") is not None
 
@@ -58,15 +64,17 @@ def test_learner_learns_from_answers_only(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
     from resolverguard import wire
+    from resolverguard.config import Config
     from resolverguard.metrics import Metrics
-    from resolverguard.pipeline import Learner
-    from resolverguard.policy import Policy
-    from resolverguard.rpz import PolicyTable
+    from resolverguard.reload import PolicyHolder
 
-    policy = Policy(table=PolicyTable([]), guard=TypoGuard.build(["mil"]))
+    (tmp_path / "zones").mkdir()
     metrics = Metrics(CollectorRegistry())
+    cfg = Config(protect=("mil",), zones_dir=str(tmp_path / "zones"), state_dir=str(tmp_path))
+    holder = PolicyHolder(cfg, metrics)
+    first = holder.current()
     path = learned.path_in(str(tmp_path))
-    learner = Learner(lambda: policy, metrics, path)
+    learner = holder.learn
 
     def reply(qname: str, rcode: int, answers: bool) -> tuple[wire.Query, bytes]:
         query = dns.message.make_query(qname, "A")
@@ -78,7 +86,9 @@ def test_learner_learns_from_answers_only(tmp_path: Path) -> None:
 
     learner(*reply("mail.nxunit.mil", dns.rcode.NXDOMAIN, False))
     learner(*reply("mail.nodataunit.mil", dns.rcode.NOERROR, False))
-    assert policy.guard.learned_count == 0 and not Path(path).exists()
+    assert holder.current() is first and not Path(path).exists()
     learner(*reply("mail.jfhq.mil", dns.rcode.NOERROR, True))
-    assert policy.guard.learned_count == 1 and learned.load(path) == {"mil": {"jfhq"}}
+    assert holder.current() is not first and first.guard.learned_count == 0  # a new snapshot swapped in
+    assert holder.current().guard.learned_count == 1 and learned.load(path) == {"mil": {"jfhq"}}
+    assert holder.current().generation == first.generation and holder.current().table is first.table
     assert metrics.registry.get_sample_value("resolverguard_typo_learned_labels") == 1
