@@ -8,6 +8,7 @@ from resolverguard import names
 from resolverguard.typo import lists
 from resolverguard.typo.classify import edits1
 from resolverguard.typo.families import LABEL_FAMILIES
+from resolverguard.typo.index import swap_blocks
 from resolverguard.typo.match import TYPO_CLASSES
 
 DEFAULT_SWAP_TLDS = ("biz", "co", "com", "info", "io", "me", "net", "online", "org", "site", "top", "xyz")
@@ -66,7 +67,8 @@ def neighbours(domain: str, tld_list: Iterable[str] | None = None) -> dict[str, 
                 }
         parts = suffix.split(".")
         out["tld_typo"] = {f"{label}.{t}" for t in _tld_typos(suffix)}
-        out["tld_swap"] = {f"{label}.{t}" for t in swap_tlds if t != suffix}
+        if swap_blocks(label, suffix):  # namespace-aware: only restricted names are swapped (docs/typo.md)
+            out["tld_swap"] = {f"{label}.{t}" for t in swap_tlds if t != suffix}
         out["dot_omission"] = {f"{label}{''.join(parts)}.com", f"{label}{''.join(parts)}.{suffix}"}
         if len(parts) > 1:
             out["dot_omission"].add(f"{label}{parts[0]}.{'.'.join(parts[1:])}")

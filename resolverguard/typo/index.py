@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from rapidfuzz.distance import Levenshtein
 
 from resolverguard import names
+from resolverguard.codes import TypoClass
 from resolverguard.typo import learned as learned_mod
 from resolverguard.typo import lists, skeleton
 from resolverguard.typo.classify import edits1
@@ -44,8 +45,36 @@ RESTRICTED_FIRST_LABELS = frozenset(
     }
 )
 RESTRICTED_TLDS = frozenset({"gov", "mil", "edu", "int"})
+# Host words: mail.dk, smtp.com.ar, www.ie are real hosts' registrable names, not a swap of mail.mil.
+HOST_WORDS = frozenset({"mail", "email", "smtp", "mx", "www", "imap", "pop", "pop3", "webmail", "mx1", "mx2"})
+GOVERNMENT_LABELS = frozenset({"gov", "govt", "gouv", "gob", "go", "gv", "gc"})  # gov.nl is the Netherlands'
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
+
+
+@functools.cache
+def restricted_suffixes() -> frozenset[str]:
+    """gov, mil, edu, int and every PSL suffix only a government, armed force or school registers under
+    (gov.uk, gc.ca, gov.au, mil.za, ...), and the US states' own namespaces (nj.us: state.nj.us is New
+    Jersey's, not state.gov's)."""
+    return RESTRICTED_TLDS | frozenset(
+        r
+        for r in names.psl_rules()
+        if "." in r
+        and r[0] not in "*!"
+        and (r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS or (r.endswith(".us") and len(r) == 5))
+    )
+
+
+def swap_blocks(label: str, suffix: str) -> bool:
+    """Namespace-aware suffix swap: only a protected name under a restricted suffix (army.mil,
+    mod.gov.uk, nato.int) is imitated by its label under an open suffix (army.ml is not the army's).
+    A brand under an open suffix (yahoo.com) usually owns yahoo.lt, paypal.fr, ...: not reported
+    without ownership evidence. Host words (mail.dk for mail.mil) and government labels (gov.nl for
+    gov.uk) are never a swap."""
+    if label in HOST_WORDS or label in GOVERNMENT_LABELS:
+        return False
+    return suffix in restricted_suffixes()
 
 
 def _learnable(label: str) -> bool:
@@ -101,6 +130,7 @@ class TypoGuard:
         self._psl_rules: frozenset[str] = names.psl_rules()
         self._words: frozenset[str] = frozenset()
         self._restricted: frozenset[str] = frozenset()  # gov.au, mil.za, ...: no tld_swap or dictionary
+        self._private: frozenset[str] = names.private_suffixes()  # gov.scot, blogspot.com: never neighbours
         self._word_ends: tuple[str, ...] = ()
         self._word_lengths: tuple[int, ...] = ()
         self.find_neighbour = self._find  # replaced by a cached version in build()
@@ -186,9 +216,7 @@ class TypoGuard:
         rules = guard._psl_rules
         guard._psl_exceptions = frozenset(r[1:] for r in rules if r.startswith("!"))
         guard._psl_wild = frozenset(r[2:] for r in rules if r.startswith("*."))
-        guard._restricted = RESTRICTED_TLDS | frozenset(
-            r for r in rules if "." in r and r[0] not in "*!" and r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS
-        )
+        guard._restricted = restricted_suffixes()
         guard._word_heads = frozenset(w[:2] for w in guard._words)
         guard._word_tails = frozenset(w[-2:] for w in guard._words)
         if cache_size > 0:
@@ -280,8 +308,8 @@ class TypoGuard:
             suffix = parents[i + 1]
             if i != ps - 1 and suffix not in indexed and suffix not in typo_suffix and labels[i] not in combo:
                 continue  # nothing can match at this level: skip the call
-            if parents[i] in self._established:
-                continue
+            if parents[i] in self._established or parents[i] in self._private:
+                continue  # a real domain, or a private-section public suffix (gov.scot, blogspot.com)
             found = self._level(labels[i], suffix, i == ps - 1)
             if found is not None:
                 return self._match(qname, parents[i], *found)
@@ -351,7 +379,11 @@ class TypoGuard:
         """At the registrable level: the same label under another TLD, or label plus a common word; not
         into another restricted suffix (army.gov.au, army.mil.za: foreign governments register there)."""
         found = self._swap_or_word_anywhere(label, suffix)
-        if found is not None and suffix in self._restricted and not found[0].endswith("." + suffix):
+        if found is None:
+            return None
+        if suffix in self._restricted and not found[0].endswith("." + suffix):
+            return None
+        if found[1] == TypoClass.TLD_SWAP and not swap_blocks(label, found[0].split(".", 1)[1]):
             return None
         return found
 
