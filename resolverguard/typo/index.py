@@ -13,6 +13,7 @@ from resolverguard.codes import TypoClass
 from resolverguard.typo import learned as learned_mod
 from resolverguard.typo import lists, skeleton
 from resolverguard.typo.classify import edits1
+from resolverguard.typo.edits import OneEdit
 from resolverguard.typo.families import LABEL_FAMILIES
 from resolverguard.typo.family import HashSet, LabelFamily, deletions1
 from resolverguard.typo.match import TypoMatch, resolve_policy
@@ -47,6 +48,9 @@ RESTRICTED_FIRST_LABELS = frozenset(
 RESTRICTED_TLDS = frozenset({"gov", "mil", "edu", "int"})
 # Host words: mail.dk, smtp.com.ar, www.ie are real hosts' registrable names, not a swap of mail.mil.
 HOST_WORDS = frozenset({"mail", "email", "smtp", "mx", "www", "imap", "pop", "pop3", "webmail", "mx1", "mx2"})
+GLUED_WORDS = ("www", "mail", "smtp", "imap", "webmail", "email", "mx", "pop")
+GLUED_HEADS = frozenset(w[:2] for w in GLUED_WORDS)
+MIN_DOUBLE_TYPO_LABEL = 5  # gmial.co: a label typo plus a suffix typo only for labels of 5+ characters
 GOVERNMENT_LABELS = frozenset({"gov", "govt", "gouv", "gob", "go", "gv", "gc"})  # gov.nl is the Netherlands'
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
@@ -337,6 +341,11 @@ class TypoGuard:
                     if candidate in self._domains or text in known:
                         distance = Levenshtein.distance(suffix, protected_suffix) + (text != label)
                         return candidate, "tld_typo", distance
+            if len(label) >= MIN_DOUBLE_TYPO_LABEL - 1 and suffix not in self._indexed_suffixes:
+                for protected_suffix in protected_suffixes:  # gmial.co: a label typo under a suffix typo
+                    found = self._families_match(label, protected_suffix)
+                    if found is not None:
+                        return found[0], TypoClass.TLD_TYPO, found[2] + Levenshtein.distance(suffix, protected_suffix)
         if label.startswith("xn--"):
             return self._idn(label, suffix)
         tables = self._tables.get(suffix)
@@ -348,16 +357,41 @@ class TypoGuard:
                 if hit is not None:
                     return self._names[hit[0]], hit[1], hit[2]
         hit = self._combo.get(label)
-        if hit is None and label.startswith("www") and len(label) > 4:  # wwwarmymil.com, wwwgmail.com
-            rest = label[4:] if label[3] == "-" else label[3:]
-            hit = self._combo.get(rest)
-            if hit is None and rest + "." + suffix in self._domains:
-                hit = rest + "." + suffix, "dot_omission"
+        if hit is None and label[:2] in GLUED_HEADS:  # wwwgmail.com, mailgmail.com, smtp-gmail.com
+            hit = self._glued_host_word(label, suffix)
         if hit is not None:
             domain, typo_class = hit
             return domain, typo_class, Levenshtein.distance(label + "." + suffix, domain)
         if registrable:
             return self._swap_or_word(label, suffix)
+        return None
+
+    def _glued_host_word(self, label: str, suffix: str) -> tuple[str, str] | None:
+        """A host word glued before a protected label (wwwarmymil.com, mailgmail.com, smtp-gmail.com):
+        for an MTA the same mistake as a dropped dot."""
+        for word in GLUED_WORDS:
+            if label.startswith(word) and len(label) > len(word) + 1:
+                rest = label[len(word) + 1 :] if label[len(word)] == "-" else label[len(word) :]
+                hit = self._combo.get(rest)
+                if hit is None and rest + "." + suffix in self._domains:
+                    hit = rest + "." + suffix, TypoClass.DOT_OMISSION
+                if hit is not None:
+                    return hit
+        return None
+
+    def _families_match(self, label: str, suffix: str) -> tuple[str, str, int] | None:
+        """The first label-family hit of ASCII label under suffix's tables (pure-Python keys), or None."""
+        tables = self._tables.get(suffix)
+        if tables is None:
+            return None
+        keys = deletions1(label)
+        for family, table in tables:
+            hit = family.match(table, label, keys, self._labels)
+            if hit is None or hit[1] == TypoClass.TWO_EDITS:  # two slips plus a suffix slip: too far
+                continue
+            text = self._labels[hit[0]]
+            if len(text) >= MIN_DOUBLE_TYPO_LABEL and text not in HOST_WORDS:  # not 6mail.ml for mail.mil
+                return self._names[hit[0]], hit[1], hit[2]
         return None
 
     def _idn(self, label: str, suffix: str) -> tuple[str, str, int] | None:
@@ -373,6 +407,12 @@ class TypoGuard:
             hit = family.match_idn(table, text, folded, self._labels)
             if hit is not None:
                 return self._names[hit[0]], hit[1], hit[2]
+        if sum(not c.isascii() for c in folded) == 1:  # amazoп.com: one glyph no table folds
+            for family, table in tables:
+                if isinstance(family, OneEdit):
+                    hit = family.match(table, folded, deletions1(folded), self._labels)
+                    if hit is not None and hit[1] == TypoClass.REPLACEMENT:
+                        return self._names[hit[0]], TypoClass.IDN_HOMOGLYPH, 1
         return None
 
     def _swap_or_word(self, label: str, suffix: str) -> tuple[str, str, int] | None:

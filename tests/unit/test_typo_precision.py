@@ -14,7 +14,8 @@ from importlib import metadata
 import pytest
 
 from resolverguard import names
-from resolverguard.typo import TypoGuard
+from resolverguard.typo import TypoGuard, neighbours
+from resolverguard.typo.lists import established_domains
 from tests.unit.test_typo_recall import PROTECTED
 
 EXTRA = ["fastmail.com", "nasa.gov", "mail.mil", "microsoft.com", "nhs.net", "paypal.com", "state.gov"]
@@ -122,3 +123,52 @@ def test_false_positives_per_corpus_and_near_miss_set(guard: TypoGuard, capsys: 
     assert len(near_blocked) / len(near) <= NEAR_MISS_TARGET, near_blocked
     for corpus, total, blocked in rows:
         assert len(blocked) / total <= CORPUS_TARGET, (corpus, blocked)
+
+
+@pytest.mark.parametrize(
+    ("qname", "protected", "typo_class"),
+    [
+        ("gmial.co", "gmail.com", "tld_typo"),  # label typo and suffix typo together
+        ("aamzon.cm", "amazon.com", "tld_typo"),
+        ("gnail.con", "gmail.com", "tld_typo"),
+        ("mailgmail.com", "gmail.com", "dot_omission"),  # mail words glued, like www
+        ("smtp-gmail.com", "gmail.com", "dot_omission"),
+        ("xn--amazo-tye.com", "amazon.com", "idn_homoglyph"),  # amazoп.com, Cyrillic п folds to nothing
+        ("xn--outloo-nze.com", "outlook.com", "idn_homoglyph"),  # outlooκ.com, Greek κ
+        ("dsca.ml", "dsca.mil", "tld_typo"),  # .mil names the shipped list lacked
+        ("ustranscom.ml", "ustranscom.mil", "tld_typo"),
+        ("hpc.il", "hpc.mil", "tld_typo"),
+        ("militaryonesource.ml", "militaryonesource.mil", "tld_typo"),
+    ],
+)
+def test_recall_gaps_of_issue_22_are_caught(guard: TypoGuard, qname: str, protected: str, typo_class: str) -> None:
+    match = guard.find_neighbour(qname)
+    assert match is not None and match.blocks and (match.protected, match.typo_class) == (protected, typo_class)
+
+
+def test_recall_of_label_and_suffix_typos_together(guard: TypoGuard, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every one-edit label variant (omission, transposition, replacement, repetition) of each protected
+    label of 5+ characters under each listed one-edit typo of its suffix (gmial.co, aamzon.cm)."""
+    total, missed = 0, []
+    for domain in sorted(set(PROTECTED + EXTRA)):
+        if "." not in domain or len(domain.split(".", 1)[0]) < 5:
+            continue
+        label, suffix = domain.split(".", 1)
+        found = neighbours(domain)
+        typo_suffixes = sorted({n.split(".", 1)[1] for n in found["tld_typo"]})
+        for typo_class in ("omission", "transposition", "replacement", "repetition"):
+            for variant in found[typo_class]:
+                for typo_suffix in typo_suffixes:
+                    name = variant.rsplit("." + suffix, 1)[0] + "." + typo_suffix
+                    if name in established_domains():
+                        continue
+                    total += 1
+                    match = guard.find_neighbour(name)
+                    if match is None or not match.blocks:
+                        missed.append(name)
+    with capsys.disabled():
+        print(
+            f"\nlabel typo + suffix typo together: {total - len(missed)} of {total} blocked = "
+            f"{(total - len(missed)) / total:.2%} (target >= 99.5%) missed e.g. {missed[:6]}"
+        )
+    assert (total - len(missed)) / total >= 0.995, missed[:20]
