@@ -270,8 +270,8 @@ class TypoGuard:
         """Index armymil / army-mil / modgov style labels for domain."""
         parts = suffix.split(".")
         for k in range(1, len(parts) + 1):
-            self._combo.setdefault(label + "".join(parts[:k]), (domain, "dot_omission"))
-            self._combo.setdefault(label + "-" + "-".join(parts[:k]), (domain, "combo"))
+            self._combo.setdefault(label + "".join(parts[:k]), (domain, TypoClass.DOT_OMISSION))
+            self._combo.setdefault(label + "-" + "-".join(parts[:k]), (domain, TypoClass.COMBO))
 
     # --- query time: everything below is dictionary and set lookups --------------------------------
 
@@ -340,7 +340,7 @@ class TypoGuard:
                     candidate = text + "." + protected_suffix
                     if candidate in self._domains or text in known:
                         distance = Levenshtein.distance(suffix, protected_suffix) + (text != label)
-                        return candidate, "tld_typo", distance
+                        return candidate, TypoClass.TLD_TYPO, distance
             if len(label) >= MIN_DOUBLE_TYPO_LABEL - 1 and suffix not in self._indexed_suffixes:
                 for protected_suffix in protected_suffixes:  # gmial.co: a label typo under a suffix typo
                     found = self._families_match(label, protected_suffix)
@@ -432,11 +432,11 @@ class TypoGuard:
         swap = self._swap
         domain = swap.get(label)
         if domain is not None:
-            return domain, "tld_swap", Levenshtein.distance(suffix, domain.split(".", 1)[1])
+            return domain, TypoClass.TLD_SWAP, Levenshtein.distance(suffix, domain.split(".", 1)[1])
         if "-" in label:
             for part in label.split("-"):
                 if part in swap:
-                    return swap[part], "dictionary", len(label) - len(part)
+                    return swap[part], TypoClass.DICTIONARY, len(label) - len(part)
             return None
         if label[-2:] not in self._word_tails and label[:2] not in self._word_heads:
             return None  # neither ends nor starts like a dictionary word
@@ -446,9 +446,9 @@ class TypoGuard:
             if k > size - MIN_GLUED_LABEL:
                 break
             if label[-k:] in words and label[:-k] in swap:
-                return swap[label[:-k]], "dictionary", k
+                return swap[label[:-k]], TypoClass.DICTIONARY, k
             if label[:k] in words and label[k:] in swap:
-                return swap[label[k:]], "dictionary", k
+                return swap[label[k:]], TypoClass.DICTIONARY, k
         return None
 
     def _across(self, labels: list[str], parents: list[str], low: int, ps: int) -> tuple[str, str, str, int] | None:
@@ -461,7 +461,7 @@ class TypoGuard:
                 if rest in join_rest:  # a set lookup before any string is built
                     joined = "".join(labels[i:j])
                     if joined + "." + rest in domains or joined in second_level.get(rest, ()):
-                        return parents[i], joined + "." + rest, "dot_insertion", j - i - 1
+                        return parents[i], joined + "." + rest, TypoClass.DOT_INSERTION, j - i - 1
         first_labels = self._first_labels
         for i in range(low, ps - 1):  # army | mil | com: a protected name followed by more labels
             if labels[i] not in first_labels:
@@ -470,5 +470,5 @@ class TypoGuard:
                 inner = ".".join(labels[i + 1 : j])
                 candidate = labels[i] + "." + inner
                 if candidate in self._domains or labels[i] in self._second_level.get(inner, ()):
-                    return parents[i], candidate, "combo", len(parents[i]) - len(candidate)
+                    return parents[i], candidate, TypoClass.COMBO, len(parents[i]) - len(candidate)
         return None

@@ -14,7 +14,7 @@ POLICIES = ("block", "log-only")
 # names far more often (armytimes.com): log them, do not block, by default. A swapped TLD in a mail
 # setting usually means a different owner, so tld_swap blocks; brand-owned variants (paypal.de,
 # yahoo.at) are known from the established-domain data and never reported (docs/typo.md).
-DEFAULT_POLICY: Mapping[str, str] = {c: "log-only" if c == "dictionary" else "block" for c in TYPO_CLASSES}
+DEFAULT_POLICY: Mapping[str, str] = {c: "log-only" if c == TypoClass.DICTIONARY else "block" for c in TYPO_CLASSES}
 _DESCRIBE_LIMIT = 200
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rapidfuzz.distance import Levenshtein
 
+from resolverguard.codes import TypoClass
 from resolverguard.typo.family import Hit, LabelFamily
 
 # Each digit's spellings, and the sound-alike words squatters use for it (for/4, to/2, won/1, ate/8).
@@ -44,7 +45,7 @@ def variants(label: str) -> set[str]:
 class Numerals(LabelFamily):
     """The numeral variants of each ASCII label -> its id, per suffix: one exact lookup per query label."""
 
-    classes = ("numeral",)
+    classes = (TypoClass.NUMERAL,)
 
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
         if not text.isascii():
@@ -57,7 +58,7 @@ class Numerals(LabelFamily):
 
     def match(self, table: dict[str, int], label: str, keys: list[str], labels: list[str]) -> Hit | None:
         pid = table.get(label)
-        return None if pid is None else (pid, "numeral", Levenshtein.distance(label, labels[pid]))
+        return None if pid is None else (pid, TypoClass.NUMERAL, Levenshtein.distance(label, labels[pid]))
 
     def variants(self, label: str) -> dict[str, set[str]]:
-        return {"numeral": variants(label)}
+        return {TypoClass.NUMERAL: variants(label)}

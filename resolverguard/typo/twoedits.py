@@ -8,6 +8,7 @@ from itertools import combinations
 
 from rapidfuzz.distance import DamerauLevenshtein
 
+from resolverguard.codes import TypoClass
 from resolverguard.typo import family
 from resolverguard.typo.family import Hit, LabelFamily, add_id, deletions1, ids
 
@@ -21,7 +22,7 @@ TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget; shorter on
 class TwoEdits(LabelFamily):
     """Each long label with its 1- and 2-deletions -> ids, per suffix, and the longest label's length."""
 
-    classes = ("two_edits",)
+    classes = (TypoClass.TWO_EDITS,)
 
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
         if not text.isascii() or len(text) < TWO_EDIT_LENGTH:
@@ -74,7 +75,7 @@ class TwoEdits(LabelFamily):
                 continue
             if distance <= 2 and (best is None or (distance, labels[pid]) < best[:2]):
                 best = distance, labels[pid], pid
-        return None if best is None else (best[2], "two_edits", best[0])
+        return None if best is None else (best[2], TypoClass.TWO_EDITS, best[0])
 
 
 def typo_shaped(query: str, protected: str) -> bool:
