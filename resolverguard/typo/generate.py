@@ -7,13 +7,11 @@ from collections.abc import Iterable
 from resolverguard import names
 from resolverguard.codes import TypoClass
 from resolverguard.typo import lists
-from resolverguard.typo.classify import edits1
 from resolverguard.typo.families import LABEL_FAMILIES
-from resolverguard.typo.index import swap_blocks
+from resolverguard.typo.index import suffix_typos, swap_blocks
 from resolverguard.typo.match import TYPO_CLASSES
 
 DEFAULT_SWAP_TLDS = ("biz", "co", "com", "info", "io", "me", "net", "online", "org", "site", "top", "xyz")
-_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _valid(name: str) -> bool:
@@ -34,11 +32,8 @@ def _label_variants(label: str) -> dict[str, set[str]]:
 
 
 def _tld_typos(suffix: str) -> set[str]:
-    """Listed public suffixes one edit from suffix (mil -> ml, il)."""
-    typos = {t for t in edits1(suffix, _ALNUM + "-.") if t != suffix and names.is_listed_suffix(t)}
-    if "." in suffix:
-        typos.add(suffix.split(".", 1)[1])
-    return typos
+    """Listed public suffixes one edit from suffix (mil -> ml, il): the detector's suffix typos, listed."""
+    return {t for t in suffix_typos(suffix) if names.is_listed_suffix(t) or t == suffix.split(".", 1)[-1]}
 
 
 def neighbours(domain: str, tld_list: Iterable[str] | None = None) -> dict[str, list[str]]:

@@ -94,7 +94,7 @@ def _valid_suffix(text: str) -> bool:
     return bool(text) and all(label and label[0] != "-" and label[-1] != "-" for label in text.split("."))
 
 
-def _suffix_typos(suffix: str) -> set[str]:
+def suffix_typos(suffix: str) -> set[str]:
     """Suffixes one edit from suffix (ml, il for mil; gov.ua for gov.au), plus gov.uk -> uk."""
     out = {v for v in edits1(suffix, _SUFFIX_ALPHABET) if v != suffix and _valid_suffix(v)}
     if "." in suffix:
@@ -210,7 +210,7 @@ class TypoGuard:
                 guard._add_combos(label, suffix_entry, f"{label}.{suffix_entry}")
         typo_suffix: dict[str, set[str]] = {}
         for suffix in sorted(suffixes):
-            for typo in _suffix_typos(suffix):
+            for typo in suffix_typos(suffix):
                 typo_suffix.setdefault(typo, set()).add(suffix)
         guard._typo_suffix = {k: tuple(sorted(v)) for k, v in typo_suffix.items()}
         guard._indexed_suffixes = frozenset().union(*(family.tables for family in families))
