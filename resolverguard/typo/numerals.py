@@ -22,6 +22,10 @@ WORDS: dict[str, tuple[str, ...]] = {
 }
 _DIGIT_OF = {word: digit for digit, words in WORDS.items() for word in words}
 MAX_VARIANTS = 64  # a label with many digits gets the single swaps and the all-at-once forms only
+# Digits typed for letters (0r4nge, 4m4zon, g00gl3): fold them back; two or more digits in a label (one
+# digit for a letter is already a one-edit replacement or homoglyph).
+LEET = str.maketrans("0134579", "oleastg")
+_LEET_KEY = "\x00"  # table keys for folded labels; no query label reaches the table with a NUL
 
 
 def variants(label: str) -> set[str]:
@@ -50,14 +54,16 @@ class Numerals(LabelFamily):
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
         if not text.isascii():
             return
-        found = variants(text)
-        if found:
-            table = self.tables.setdefault(suffix, {})
-            for variant in sorted(found):
-                table.setdefault(variant, pid)
+        table = self.tables.setdefault(suffix, {})
+        for variant in sorted(variants(text)):
+            table.setdefault(variant, pid)
+        if not any(c.isdigit() for c in text):
+            table.setdefault(_LEET_KEY + text, pid)
 
     def match(self, table: dict[str, int], label: str, keys: list[str], labels: list[str]) -> Hit | None:
         pid = table.get(label)
+        if pid is None and sum(c.isdigit() for c in label) >= 2:
+            pid = table.get(_LEET_KEY + label.translate(LEET))
         return None if pid is None else (pid, TypoClass.NUMERAL, Levenshtein.distance(label, labels[pid]))
 
     def variants(self, label: str) -> dict[str, set[str]]:

@@ -172,3 +172,10 @@ def test_recall_of_label_and_suffix_typos_together(guard: TypoGuard, capsys: pyt
             f"{(total - len(missed)) / total:.2%} (target >= 99.5%) missed e.g. {missed[:6]}"
         )
     assert (total - len(missed)) / total >= 0.995, missed[:20]
+
+
+@pytest.mark.parametrize(("qname", "protected"), [("0r4nge.fr", "orange.fr"), ("4m4zon.com", "amazon.com")])
+def test_digits_for_letters_twice_are_numerals(qname: str, protected: str) -> None:
+    guard = TypoGuard.build(["orange.fr", "amazon.com"], cache_size=0)
+    match = guard.find_neighbour(qname)
+    assert match is not None and match.blocks and (match.protected, match.typo_class) == (protected, "numeral")
