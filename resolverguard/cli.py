@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     n = sub.add_parser("neighbours", help="enumerate the typo-neighbours of a domain, per class")
     n.add_argument("domain")
     n.add_argument("--json", action="store_true")
+    n.add_argument("--real", action="store_true", help="list real domains near it: allowed or would-block, and why")
 
     lint = sub.add_parser("lint", help="check config, lists and zones; exit 2 on any error")
     common(lint)
@@ -204,6 +205,8 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
 def neighbours(cfg: Config, args: argparse.Namespace) -> int:
     from .typo import neighbours as enumerate_neighbours
 
+    if args.real:
+        return _real_neighbours(args)
     try:
         found = enumerate_neighbours(args.domain)
     except ValueError as exc:  # not a domain name: one line, exit 2
@@ -214,6 +217,22 @@ def neighbours(cfg: Config, args: argparse.Namespace) -> int:
         for cls, names in found.items():
             for name in names:
                 print(f"{cls}\t{name}")
+    return 0
+
+
+def _real_neighbours(args: argparse.Namespace) -> int:
+    """`neighbours DOMAIN --real`: the operator preview (typo/preview.py)."""
+    from .typo.preview import real_neighbours
+
+    try:
+        rows = real_neighbours(args.domain)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.json:
+        print(json.dumps([row.__dict__ for row in rows], indent=1))
+    else:
+        for row in rows:
+            print(row.line())
     return 0
 
 

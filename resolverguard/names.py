@@ -109,6 +109,16 @@ def is_public_suffix(name: str) -> bool:
     return name in rules or "*." + name in rules or "*." + name.split(".", 1)[1] in rules
 
 
+@functools.cache
+def private_suffixes() -> frozenset[str]:
+    """The PRIVATE section of the PSL (blogspot.com, gov.scot, gov.nl, gov.ru): suffixes an operator
+    lets others register under. Never neighbours, but not used for splitting (registrable() stays ICANN)."""
+    full = getattr(publicsuffixlist.PublicSuffixList(), "_publicsuffix", None)
+    if not isinstance(full, frozenset):
+        return frozenset()
+    return frozenset(r for r in full - psl_rules() if r[0] not in "*!")
+
+
 def is_listed_suffix(name: str) -> bool:
     """True if name is written in the PSL as a rule (ml, co.uk), not just allowed by a wildcard."""
     return name in psl_rules()

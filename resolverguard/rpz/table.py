@@ -11,6 +11,7 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 
+from resolverguard import names
 from resolverguard.codes import RPZ_ACTIONS, Action
 from resolverguard.errors import ZoneFileError
 
@@ -116,15 +117,7 @@ class RpzZone:
 
 def _parents(qname: str) -> list[str]:
     """'mail.army.ml' → ['army.ml', 'ml', ''] (the wildcard bases that could cover it)."""
-    if not qname:
-        return []
-    out = []
-    start = qname.find(".")
-    while start != -1:
-        out.append(qname[start + 1 :])
-        start = qname.find(".", start + 1)
-    out.append("")
-    return out
+    return [*names.parents(qname)[1:], ""] if qname else []
 
 
 def _norm_qname(qname: str | dns.name.Name) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from resolverguard.codes import TypoClass
+
 # Keyboard neighbours: the union of QWERTY, QWERTZ and AZERTY (the same maps dnstwist uses).
 _LAYOUTS = (
     {
@@ -93,18 +95,18 @@ def classify_edit(query: str, protected: str) -> str | None:
         if len(diffs) == 1:
             a, b = query[diffs[0]], protected[diffs[0]]
             if frozenset((a, b)) in LOOKALIKE_PAIRS:
-                return "homoglyph"
+                return TypoClass.HOMOGLYPH
             if a in VOWELS and b in VOWELS:
-                return "vowel_swap"
+                return TypoClass.VOWEL_SWAP
             if a in KEYBOARD.get(b, ()):
-                return "replacement"
+                return TypoClass.REPLACEMENT
             if (ord(a) ^ ord(b)).bit_count() == 1:
-                return "bitsquatting"
-            return "replacement"
+                return TypoClass.BITSQUATTING
+            return TypoClass.REPLACEMENT
         if len(diffs) == 2 and diffs[1] == diffs[0] + 1:
             i = diffs[0]
             if query[i] == protected[i + 1] and query[i + 1] == protected[i]:
-                return "transposition"
+                return TypoClass.TRANSPOSITION
         return None
     if n == m + 1:
         i = _first_difference(query, protected)
@@ -112,17 +114,17 @@ def classify_edit(query: str, protected: str) -> str | None:
             return None
         extra = query[i]
         if extra == "-":
-            return "hyphenation"
+            return TypoClass.HYPHENATION
         if (i > 0 and query[i - 1] == extra) or (i + 1 < n and query[i + 1] == extra):
-            return "repetition"
+            return TypoClass.REPETITION
         if i == n - 1 or query[i + 1] == "-":
-            return "addition"
+            return TypoClass.ADDITION
         if extra == "s" and 2 < i < n - 2:
-            return "plural"
-        return "insertion"
+            return TypoClass.PLURAL
+        return TypoClass.INSERTION
     if n == m - 1:
         i = _first_difference(query, protected)
-        return "omission" if protected[:i] + protected[i + 1 :] == query else None
+        return TypoClass.OMISSION if protected[:i] + protected[i + 1 :] == query else None
     return None
 
 

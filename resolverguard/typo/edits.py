@@ -3,6 +3,7 @@ hyphenation, bitsquatting and plural, through a symmetric deletion index per suf
 
 from __future__ import annotations
 
+from resolverguard.codes import TypoClass
 from resolverguard.typo import family
 from resolverguard.typo.classify import KEYBOARD, VOWELS, classify_edit
 from resolverguard.typo.family import Hit, LabelFamily, add_id, deletions1, ids
@@ -16,16 +17,16 @@ class OneEdit(LabelFamily):
     """Every ASCII label and its deletions -> ids; a query meets them with itself and its deletions."""
 
     classes = (
-        "omission",
-        "insertion",
-        "addition",
-        "repetition",
-        "transposition",
-        "replacement",
-        "vowel_swap",
-        "hyphenation",
-        "bitsquatting",
-        "plural",
+        TypoClass.OMISSION,
+        TypoClass.INSERTION,
+        TypoClass.ADDITION,
+        TypoClass.REPETITION,
+        TypoClass.TRANSPOSITION,
+        TypoClass.REPLACEMENT,
+        TypoClass.VOWEL_SWAP,
+        TypoClass.HYPHENATION,
+        TypoClass.BITSQUATTING,
+        TypoClass.PLURAL,
     )
 
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
@@ -62,32 +63,32 @@ class OneEdit(LabelFamily):
                 base = label[:start] + label[start + 2 :]
                 for pid in ids(table.get(base)):
                     if labels[pid] == base:
-                        return pid, "plural", 2
+                        return pid, TypoClass.PLURAL, 2
             start = label.find("es", start + 1)
         return None
 
     def variants(self, label: str) -> dict[str, set[str]]:
         n = len(label)
         out: dict[str, set[str]] = {c: set() for c in self.classes}
-        out["omission"] = {label[:i] + label[i + 1 :] for i in range(n)}
-        out["repetition"] = {label[:i] + c + label[i:] for i, c in enumerate(label)}
-        out["transposition"] = {label[:i] + label[i + 1] + label[i] + label[i + 2 :] for i in range(n - 1)}
-        out["addition"] = {label + c for c in _ALNUM}
-        out["hyphenation"] = {label[:i] + "-" + label[i:] for i in range(1, n)}
-        out["plural"] = {
+        out[TypoClass.OMISSION] = {label[:i] + label[i + 1 :] for i in range(n)}
+        out[TypoClass.REPETITION] = {label[:i] + c + label[i:] for i, c in enumerate(label)}
+        out[TypoClass.TRANSPOSITION] = {label[:i] + label[i + 1] + label[i] + label[i + 2 :] for i in range(n - 1)}
+        out[TypoClass.ADDITION] = {label + c for c in _ALNUM}
+        out[TypoClass.HYPHENATION] = {label[:i] + "-" + label[i:] for i in range(1, n)}
+        out[TypoClass.PLURAL] = {
             label[: i + 1] + ("es" if label[i] in "sxz" else "s") + label[i + 1 :] for i in range(2, n - 2)
         }
         for i, c in enumerate(label):
             near = KEYBOARD.get(c, frozenset())
-            out["replacement"] |= {label[:i] + r + label[i + 1 :] for r in near}
+            out[TypoClass.REPLACEMENT] |= {label[:i] + r + label[i + 1 :] for r in near}
             if i < n - 1:
-                out["insertion"] |= {label[:i] + r + label[i:] for r in near} | {
+                out[TypoClass.INSERTION] |= {label[:i] + r + label[i:] for r in near} | {
                     label[: i + 1] + r + label[i + 1 :] for r in near
                 }
             if c in VOWELS:
-                out["vowel_swap"] |= {label[:i] + v + label[i + 1 :] for v in VOWELS}
+                out[TypoClass.VOWEL_SWAP] |= {label[:i] + v + label[i + 1 :] for v in VOWELS}
             for bit in range(8):
                 flipped = chr(ord(c) ^ (1 << bit))
                 if flipped in _ALNUM or flipped == "-":
-                    out["bitsquatting"].add(label[:i] + flipped + label[i + 1 :])
+                    out[TypoClass.BITSQUATTING].add(label[:i] + flipped + label[i + 1 :])
         return out

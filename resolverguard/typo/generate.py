@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from resolverguard import names
+from resolverguard.codes import TypoClass
 from resolverguard.typo import lists
-from resolverguard.typo.classify import edits1
 from resolverguard.typo.families import LABEL_FAMILIES
+from resolverguard.typo.index import suffix_typos, swap_blocks
 from resolverguard.typo.match import TYPO_CLASSES
 
 DEFAULT_SWAP_TLDS = ("biz", "co", "com", "info", "io", "me", "net", "online", "org", "site", "top", "xyz")
-_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _valid(name: str) -> bool:
@@ -32,11 +32,8 @@ def _label_variants(label: str) -> dict[str, set[str]]:
 
 
 def _tld_typos(suffix: str) -> set[str]:
-    """Listed public suffixes one edit from suffix (mil -> ml, il)."""
-    typos = {t for t in edits1(suffix, _ALNUM + "-.") if t != suffix and names.is_listed_suffix(t)}
-    if "." in suffix:
-        typos.add(suffix.split(".", 1)[1])
-    return typos
+    """Listed public suffixes one edit from suffix (mil -> ml, il): the detector's suffix typos, listed."""
+    return {t for t in suffix_typos(suffix) if names.is_listed_suffix(t) or t == suffix.split(".", 1)[-1]}
 
 
 def neighbours(domain: str, tld_list: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -48,27 +45,28 @@ def neighbours(domain: str, tld_list: Iterable[str] | None = None) -> dict[str, 
         known = sorted(lists.mil_second_level()) if domain == "mil" else []
         joined = domain.replace(".", "")
         for label in known:
-            out["tld_typo"] |= {f"{label}.{t}" for t in _tld_typos(domain)}
-            out["dot_omission"].add(f"{label}{joined}.com")
-            out["combo"] |= {f"{label}-{domain.replace('.', '-')}.com", f"{label}.{domain}.com"}
+            out[TypoClass.TLD_TYPO] |= {f"{label}.{t}" for t in _tld_typos(domain)}
+            out[TypoClass.DOT_OMISSION].add(f"{label}{joined}.com")
+            out[TypoClass.COMBO] |= {f"{label}-{domain.replace('.', '-')}.com", f"{label}.{domain}.com"}
     else:
         label, suffix = domain.split(".", 1)
         if label.isascii() and not label.startswith("xn--"):
             for typo_class, variants in _label_variants(label).items():
                 out[typo_class] |= {f"{v}.{suffix}" for v in variants}
-            out["dot_insertion"] = {f"{label[:i]}.{label[i:]}.{suffix}" for i in range(1, len(label) - 1)}
+            out[TypoClass.DOT_INSERTION] = {f"{label[:i]}.{label[i:]}.{suffix}" for i in range(1, len(label) - 1)}
             for word in sorted(lists.dictionary_words()):
-                out["dictionary"] |= {
+                out[TypoClass.DICTIONARY] |= {
                     f"{label}-{word}.{suffix}",
                     f"{label}{word}.{suffix}",
                     f"{word}-{label}.{suffix}",
                     f"{word}{label}.{suffix}",
                 }
         parts = suffix.split(".")
-        out["tld_typo"] = {f"{label}.{t}" for t in _tld_typos(suffix)}
-        out["tld_swap"] = {f"{label}.{t}" for t in swap_tlds if t != suffix}
-        out["dot_omission"] = {f"{label}{''.join(parts)}.com", f"{label}{''.join(parts)}.{suffix}"}
+        out[TypoClass.TLD_TYPO] = {f"{label}.{t}" for t in _tld_typos(suffix)}
+        if swap_blocks(label, suffix):  # namespace-aware: only restricted names are swapped (docs/typo.md)
+            out[TypoClass.TLD_SWAP] = {f"{label}.{t}" for t in swap_tlds if t != suffix}
+        out[TypoClass.DOT_OMISSION] = {f"{label}{''.join(parts)}.com", f"{label}{''.join(parts)}.{suffix}"}
         if len(parts) > 1:
-            out["dot_omission"].add(f"{label}{parts[0]}.{'.'.join(parts[1:])}")
-        out["combo"] = {f"{label}-{'-'.join(parts)}.com", f"{domain}.com"}
+            out[TypoClass.DOT_OMISSION].add(f"{label}{parts[0]}.{'.'.join(parts[1:])}")
+        out[TypoClass.COMBO] = {f"{label}-{'-'.join(parts)}.com", f"{domain}.com"}
     return {c: sorted(v for v in out[c] if v != domain and _valid(v)) for c in TYPO_CLASSES}

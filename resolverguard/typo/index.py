@@ -10,9 +10,11 @@ from collections.abc import Iterable, Mapping
 from rapidfuzz.distance import Levenshtein
 
 from resolverguard import names
+from resolverguard.codes import TypoClass
 from resolverguard.typo import learned as learned_mod
 from resolverguard.typo import lists, skeleton
 from resolverguard.typo.classify import edits1
+from resolverguard.typo.edits import OneEdit
 from resolverguard.typo.families import LABEL_FAMILIES
 from resolverguard.typo.family import HashSet, LabelFamily, deletions1
 from resolverguard.typo.match import TypoMatch, resolve_policy
@@ -45,8 +47,39 @@ RESTRICTED_FIRST_LABELS = frozenset(
     }
 )
 RESTRICTED_TLDS = frozenset({"gov", "mil", "edu", "int"})
+# Host words: mail.dk, smtp.com.ar, www.ie are real hosts' registrable names, not a swap of mail.mil.
+HOST_WORDS = frozenset({"mail", "email", "smtp", "mx", "www", "imap", "pop", "pop3", "webmail", "mx1", "mx2"})
+GLUED_WORDS = ("www", "mail", "smtp", "imap", "webmail", "email", "mx", "pop")
+GLUED_HEADS = frozenset(w[:2] for w in GLUED_WORDS)
+MIN_DOUBLE_TYPO_LABEL = 5  # gmial.co: a label typo plus a suffix typo only for labels of 5+ characters
+GOVERNMENT_LABELS = frozenset({"gov", "govt", "gouv", "gob", "go", "gv", "gc"})  # gov.nl is the Netherlands'
 MAX_JOINED_LABELS = 3  # dot insertion: ar.my.mil, a.r.my.mil
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-."
+
+
+@functools.cache
+def restricted_suffixes() -> frozenset[str]:
+    """gov, mil, edu, int and every PSL suffix only a government, armed force or school registers under
+    (gov.uk, gc.ca, gov.au, mil.za, ...), and the US states' own namespaces (nj.us: state.nj.us is New
+    Jersey's, not state.gov's)."""
+    return RESTRICTED_TLDS | frozenset(
+        r
+        for r in names.psl_rules()
+        if "." in r
+        and r[0] not in "*!"
+        and (r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS or (r.endswith(".us") and len(r) == 5))
+    )
+
+
+def swap_blocks(label: str, suffix: str) -> bool:
+    """Namespace-aware suffix swap: only a protected name under a restricted suffix (army.mil,
+    mod.gov.uk, nato.int) is imitated by its label under an open suffix (army.ml is not the army's).
+    A brand under an open suffix (yahoo.com) usually owns yahoo.lt, paypal.fr, ...: not reported
+    without ownership evidence. Host words (mail.dk for mail.mil) and government labels (gov.nl for
+    gov.uk) are never a swap."""
+    if label in HOST_WORDS or label in GOVERNMENT_LABELS:
+        return False
+    return suffix in restricted_suffixes()
 
 
 def _learnable(label: str) -> bool:
@@ -62,7 +95,7 @@ def _valid_suffix(text: str) -> bool:
     return bool(text) and all(label and label[0] != "-" and label[-1] != "-" for label in text.split("."))
 
 
-def _suffix_typos(suffix: str) -> set[str]:
+def suffix_typos(suffix: str) -> set[str]:
     """Suffixes one edit from suffix (ml, il for mil; gov.ua for gov.au), plus gov.uk -> uk."""
     out = {v for v in edits1(suffix, _SUFFIX_ALPHABET) if v != suffix and _valid_suffix(v)}
     if "." in suffix:
@@ -102,6 +135,7 @@ class TypoGuard:
         self._psl_rules: frozenset[str] = names.psl_rules()
         self._words: frozenset[str] = frozenset()
         self._restricted: frozenset[str] = frozenset()  # gov.au, mil.za, ...: no tld_swap or dictionary
+        self._private: frozenset[str] = names.private_suffixes()  # gov.scot, blogspot.com: never neighbours
         self._word_ends: tuple[str, ...] = ()
         self._word_lengths: tuple[int, ...] = ()
         self.find_neighbour = self._find  # replaced by a cached version in build()
@@ -177,7 +211,7 @@ class TypoGuard:
                 guard._add_combos(label, suffix_entry, f"{label}.{suffix_entry}")
         typo_suffix: dict[str, set[str]] = {}
         for suffix in sorted(suffixes):
-            for typo in _suffix_typos(suffix):
+            for typo in suffix_typos(suffix):
                 typo_suffix.setdefault(typo, set()).add(suffix)
         guard._typo_suffix = {k: tuple(sorted(v)) for k, v in typo_suffix.items()}
         guard._indexed_suffixes = frozenset().union(*(family.tables for family in families))
@@ -187,9 +221,7 @@ class TypoGuard:
         rules = guard._psl_rules
         guard._psl_exceptions = frozenset(r[1:] for r in rules if r.startswith("!"))
         guard._psl_wild = frozenset(r[2:] for r in rules if r.startswith("*."))
-        guard._restricted = RESTRICTED_TLDS | frozenset(
-            r for r in rules if "." in r and r[0] not in "*!" and r.split(".", 1)[0] in RESTRICTED_FIRST_LABELS
-        )
+        guard._restricted = restricted_suffixes()
         guard._word_heads = frozenset(w[:2] for w in guard._words)
         guard._word_tails = frozenset(w[-2:] for w in guard._words)
         if cache_size > 0:
@@ -242,8 +274,8 @@ class TypoGuard:
         """Index armymil / army-mil / modgov style labels for domain."""
         parts = suffix.split(".")
         for k in range(1, len(parts) + 1):
-            self._combo.setdefault(label + "".join(parts[:k]), (domain, "dot_omission"))
-            self._combo.setdefault(label + "-" + "-".join(parts[:k]), (domain, "combo"))
+            self._combo.setdefault(label + "".join(parts[:k]), (domain, TypoClass.DOT_OMISSION))
+            self._combo.setdefault(label + "-" + "-".join(parts[:k]), (domain, TypoClass.COMBO))
 
     # --- query time: everything below is dictionary and set lookups --------------------------------
 
@@ -284,8 +316,8 @@ class TypoGuard:
             suffix = parents[i + 1]
             if i != ps - 1 and suffix not in indexed and suffix not in typo_suffix and labels[i] not in combo:
                 continue  # nothing can match at this level: skip the call
-            if parents[i] in self._established:
-                continue
+            if parents[i] in self._established or parents[i] in self._private:
+                continue  # a real domain, or a private-section public suffix (gov.scot, blogspot.com)
             found = self._level(labels[i], suffix, i == ps - 1)
             if found is not None:
                 return self._match(qname, parents[i], *found)
@@ -312,7 +344,12 @@ class TypoGuard:
                     candidate = text + "." + protected_suffix
                     if candidate in self._domains or text in known:
                         distance = Levenshtein.distance(suffix, protected_suffix) + (text != label)
-                        return candidate, "tld_typo", distance
+                        return candidate, TypoClass.TLD_TYPO, distance
+            if len(label) >= MIN_DOUBLE_TYPO_LABEL - 1 and suffix not in self._indexed_suffixes:
+                for protected_suffix in protected_suffixes:  # gmial.co: a label typo under a suffix typo
+                    found = self._families_match(label, protected_suffix)
+                    if found is not None:
+                        return found[0], TypoClass.TLD_TYPO, found[2] + Levenshtein.distance(suffix, protected_suffix)
         if label.startswith("xn--"):
             return self._idn(label, suffix)
         tables = self._tables.get(suffix)
@@ -324,16 +361,41 @@ class TypoGuard:
                 if hit is not None:
                     return self._names[hit[0]], hit[1], hit[2]
         hit = self._combo.get(label)
-        if hit is None and label.startswith("www") and len(label) > 4:  # wwwarmymil.com, wwwgmail.com
-            rest = label[4:] if label[3] == "-" else label[3:]
-            hit = self._combo.get(rest)
-            if hit is None and rest + "." + suffix in self._domains:
-                hit = rest + "." + suffix, "dot_omission"
+        if hit is None and label[:2] in GLUED_HEADS:  # wwwgmail.com, mailgmail.com, smtp-gmail.com
+            hit = self._glued_host_word(label, suffix)
         if hit is not None:
             domain, typo_class = hit
             return domain, typo_class, Levenshtein.distance(label + "." + suffix, domain)
         if registrable:
             return self._swap_or_word(label, suffix)
+        return None
+
+    def _glued_host_word(self, label: str, suffix: str) -> tuple[str, str] | None:
+        """A host word glued before a protected label (wwwarmymil.com, mailgmail.com, smtp-gmail.com):
+        for an MTA the same mistake as a dropped dot."""
+        for word in GLUED_WORDS:
+            if label.startswith(word) and len(label) > len(word) + 1:
+                rest = label[len(word) + 1 :] if label[len(word)] == "-" else label[len(word) :]
+                hit = self._combo.get(rest)
+                if hit is None and rest + "." + suffix in self._domains:
+                    hit = rest + "." + suffix, TypoClass.DOT_OMISSION
+                if hit is not None:
+                    return hit
+        return None
+
+    def _families_match(self, label: str, suffix: str) -> tuple[str, str, int] | None:
+        """The first label-family hit of ASCII label under suffix's tables (pure-Python keys), or None."""
+        tables = self._tables.get(suffix)
+        if tables is None:
+            return None
+        keys = deletions1(label)
+        for family, table in tables:
+            hit = family.match(table, label, keys, self._labels)
+            if hit is None or hit[1] == TypoClass.TWO_EDITS:  # two slips plus a suffix slip: too far
+                continue
+            text = self._labels[hit[0]]
+            if len(text) >= MIN_DOUBLE_TYPO_LABEL and text not in HOST_WORDS:  # not 6mail.ml for mail.mil
+                return self._names[hit[0]], hit[1], hit[2]
         return None
 
     def _idn(self, label: str, suffix: str) -> tuple[str, str, int] | None:
@@ -349,13 +411,23 @@ class TypoGuard:
             hit = family.match_idn(table, text, folded, self._labels)
             if hit is not None:
                 return self._names[hit[0]], hit[1], hit[2]
+        if sum(not c.isascii() for c in folded) == 1:  # amazoп.com: one glyph no table folds
+            for family, table in tables:
+                if isinstance(family, OneEdit):
+                    hit = family.match(table, folded, deletions1(folded), self._labels)
+                    if hit is not None and hit[1] == TypoClass.REPLACEMENT:
+                        return self._names[hit[0]], TypoClass.IDN_HOMOGLYPH, 1
         return None
 
     def _swap_or_word(self, label: str, suffix: str) -> tuple[str, str, int] | None:
         """At the registrable level: the same label under another TLD, or label plus a common word; not
         into another restricted suffix (army.gov.au, army.mil.za: foreign governments register there)."""
         found = self._swap_or_word_anywhere(label, suffix)
-        if found is not None and suffix in self._restricted and not found[0].endswith("." + suffix):
+        if found is None:
+            return None
+        if suffix in self._restricted and not found[0].endswith("." + suffix):
+            return None
+        if found[1] == TypoClass.TLD_SWAP and not swap_blocks(label, found[0].split(".", 1)[1]):
             return None
         return found
 
@@ -364,11 +436,11 @@ class TypoGuard:
         swap = self._swap
         domain = swap.get(label)
         if domain is not None:
-            return domain, "tld_swap", Levenshtein.distance(suffix, domain.split(".", 1)[1])
+            return domain, TypoClass.TLD_SWAP, Levenshtein.distance(suffix, domain.split(".", 1)[1])
         if "-" in label:
             for part in label.split("-"):
                 if part in swap:
-                    return swap[part], "dictionary", len(label) - len(part)
+                    return swap[part], TypoClass.DICTIONARY, len(label) - len(part)
             return None
         if label[-2:] not in self._word_tails and label[:2] not in self._word_heads:
             return None  # neither ends nor starts like a dictionary word
@@ -378,9 +450,9 @@ class TypoGuard:
             if k > size - MIN_GLUED_LABEL:
                 break
             if label[-k:] in words and label[:-k] in swap:
-                return swap[label[:-k]], "dictionary", k
+                return swap[label[:-k]], TypoClass.DICTIONARY, k
             if label[:k] in words and label[k:] in swap:
-                return swap[label[k:]], "dictionary", k
+                return swap[label[k:]], TypoClass.DICTIONARY, k
         return None
 
     def _across(self, labels: list[str], parents: list[str], low: int, ps: int) -> tuple[str, str, str, int] | None:
@@ -393,7 +465,7 @@ class TypoGuard:
                 if rest in join_rest:  # a set lookup before any string is built
                     joined = "".join(labels[i:j])
                     if joined + "." + rest in domains or joined in second_level.get(rest, ()):
-                        return parents[i], joined + "." + rest, "dot_insertion", j - i - 1
+                        return parents[i], joined + "." + rest, TypoClass.DOT_INSERTION, j - i - 1
         first_labels = self._first_labels
         for i in range(low, ps - 1):  # army | mil | com: a protected name followed by more labels
             if labels[i] not in first_labels:
@@ -402,5 +474,5 @@ class TypoGuard:
                 inner = ".".join(labels[i + 1 : j])
                 candidate = labels[i] + "." + inner
                 if candidate in self._domains or labels[i] in self._second_level.get(inner, ()):
-                    return parents[i], candidate, "combo", len(parents[i]) - len(candidate)
+                    return parents[i], candidate, TypoClass.COMBO, len(parents[i]) - len(candidate)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rapidfuzz.distance import Levenshtein
 
+from resolverguard.codes import TypoClass
 from resolverguard.typo import skeleton
 from resolverguard.typo.family import Hit, Ids, LabelFamily, add_id, first_id
 
@@ -34,7 +35,7 @@ class LookAlikes(LabelFamily):
     """Loose skeletons (with their one- and two-step rewrites) and, for labels that do not fold to ASCII,
     strong skeletons -> ids. A suffix's table is (loose, strong), either may be None."""
 
-    classes = ("homoglyph", "idn_homoglyph")
+    classes = (TypoClass.HOMOGLYPH, TypoClass.IDN_HOMOGLYPH)
 
     def __init__(self, compiled: bool = True) -> None:
         super().__init__(compiled)
@@ -71,10 +72,10 @@ class LookAlikes(LabelFamily):
         self.tables = {s: (self._loose.get(s), self._strong.get(s)) for s in {*self._loose, *self._strong}}
 
     def match(self, table: tuple, label: str, keys: list[str], labels: list[str]) -> Hit | None:
-        return self._lookup(table, label, label, "homoglyph", labels)
+        return self._lookup(table, label, label, TypoClass.HOMOGLYPH, labels)
 
     def match_idn(self, table: tuple, text: str, folded: str, labels: list[str]) -> Hit | None:
-        return self._lookup(table, text, folded, "idn_homoglyph", labels) if folded.isascii() else None
+        return self._lookup(table, text, folded, TypoClass.IDN_HOMOGLYPH, labels) if folded.isascii() else None
 
     @staticmethod
     def _lookup(table: tuple, text: str, folded: str, typo_class: str, labels: list[str]) -> Hit | None:
@@ -92,16 +93,16 @@ class LookAlikes(LabelFamily):
         return None
 
     def variants(self, label: str) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {"homoglyph": set(), "idn_homoglyph": set()}
+        out: dict[str, set[str]] = {TypoClass.HOMOGLYPH: set(), TypoClass.IDN_HOMOGLYPH: set()}
         for i, c in enumerate(label):
             if c in _CYRILLIC:
-                out["idn_homoglyph"].add(_punycode(label[:i] + _CYRILLIC[c] + label[i + 1 :]))
+                out[TypoClass.IDN_HOMOGLYPH].add(_punycode(label[:i] + _CYRILLIC[c] + label[i + 1 :]))
         for old, new in _ASCII_LOOKALIKES:
             start = label.find(old)
             while start != -1:
-                out["homoglyph"].add(label[:start] + new + label[start + len(old) :])
+                out[TypoClass.HOMOGLYPH].add(label[:start] + new + label[start + len(old) :])
                 start = label.find(old, start + 1)
         whole = "".join(_CYRILLIC.get(c, c) for c in label)
         if all(c != w for c, w in zip(label, whole)):
-            out["idn_homoglyph"].add(_punycode(whole))
+            out[TypoClass.IDN_HOMOGLYPH].add(_punycode(whole))
         return out

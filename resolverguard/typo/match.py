@@ -11,10 +11,10 @@ from resolverguard.errors import ConfigError
 TYPO_CLASSES: tuple[str, ...] = tuple(TypoClass)  # fixed order (rank); label values and config keys
 POLICIES = ("block", "log-only")
 # Dictionary combinations are mostly brand abuse rather than typing mistakes, and they hit legitimate
-# names far more often (armytimes.com): log them, do not block, by default. A swapped TLD in a mail
-# setting usually means a different owner, so tld_swap blocks; brand-owned variants (paypal.de,
-# yahoo.at) are known from the established-domain data and never reported (docs/typo.md).
-DEFAULT_POLICY: Mapping[str, str] = {c: "log-only" if c == "dictionary" else "block" for c in TYPO_CLASSES}
+# names far more often (armytimes.com): log them, do not block, by default. tld_swap blocks, but is only
+# reported for protected names under restricted suffixes (army.mil -> army.ac); a brand under an open
+# suffix usually owns its other ccTLDs (paypal.fr, yahoo.lt), so those are not reported (docs/typo.md).
+DEFAULT_POLICY: Mapping[str, str] = {c: "log-only" if c == TypoClass.DICTIONARY else "block" for c in TYPO_CLASSES}
 _DESCRIBE_LIMIT = 200
 
 

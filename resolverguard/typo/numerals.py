@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rapidfuzz.distance import Levenshtein
 
+from resolverguard.codes import TypoClass
 from resolverguard.typo.family import Hit, LabelFamily
 
 # Each digit's spellings, and the sound-alike words squatters use for it (for/4, to/2, won/1, ate/8).
@@ -21,6 +22,10 @@ WORDS: dict[str, tuple[str, ...]] = {
 }
 _DIGIT_OF = {word: digit for digit, words in WORDS.items() for word in words}
 MAX_VARIANTS = 64  # a label with many digits gets the single swaps and the all-at-once forms only
+# Digits typed for letters (0r4nge, 4m4zon, g00gl3): fold them back; two or more digits in a label (one
+# digit for a letter is already a one-edit replacement or homoglyph).
+LEET = str.maketrans("0134579", "oleastg")
+_LEET_KEY = "\x00"  # table keys for folded labels; no query label reaches the table with a NUL
 
 
 def variants(label: str) -> set[str]:
@@ -44,20 +49,22 @@ def variants(label: str) -> set[str]:
 class Numerals(LabelFamily):
     """The numeral variants of each ASCII label -> its id, per suffix: one exact lookup per query label."""
 
-    classes = ("numeral",)
+    classes = (TypoClass.NUMERAL,)
 
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
         if not text.isascii():
             return
-        found = variants(text)
-        if found:
-            table = self.tables.setdefault(suffix, {})
-            for variant in sorted(found):
-                table.setdefault(variant, pid)
+        table = self.tables.setdefault(suffix, {})
+        for variant in sorted(variants(text)):
+            table.setdefault(variant, pid)
+        if not any(c.isdigit() for c in text):
+            table.setdefault(_LEET_KEY + text, pid)
 
     def match(self, table: dict[str, int], label: str, keys: list[str], labels: list[str]) -> Hit | None:
         pid = table.get(label)
-        return None if pid is None else (pid, "numeral", Levenshtein.distance(label, labels[pid]))
+        if pid is None and sum(c.isdigit() for c in label) >= 2:
+            pid = table.get(_LEET_KEY + label.translate(LEET))
+        return None if pid is None else (pid, TypoClass.NUMERAL, Levenshtein.distance(label, labels[pid]))
 
     def variants(self, label: str) -> dict[str, set[str]]:
-        return {"numeral": variants(label)}
+        return {TypoClass.NUMERAL: variants(label)}

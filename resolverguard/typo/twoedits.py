@@ -8,16 +8,21 @@ from itertools import combinations
 
 from rapidfuzz.distance import DamerauLevenshtein
 
+from resolverguard.codes import TypoClass
 from resolverguard.typo import family
 from resolverguard.typo.family import Hit, LabelFamily, add_id, deletions1, ids
 
+# Words that real names share at their end (fast|mail, ease|mail, fuse|mail): two edits both before one of
+# them change the name, not a keystroke (docs/typo.md, "typo-shaped rules").
+SHARED_WORDS = ("mail", "post", "box", "net", "web", "online", "cloud", "soft", "tech", "bank", "group", "link")
+SHORT_HEAD = 4
 TWO_EDIT_LENGTH = 8  # labels of 8+ characters get a two-edit budget; shorter ones one edit (docs/typo.md)
 
 
 class TwoEdits(LabelFamily):
     """Each long label with its 1- and 2-deletions -> ids, per suffix, and the longest label's length."""
 
-    classes = ("two_edits",)
+    classes = (TypoClass.TWO_EDITS,)
 
     def add(self, pid: int, text: str, folded: str, suffix: str) -> None:
         if not text.isascii() or len(text) < TWO_EDIT_LENGTH:
@@ -66,6 +71,22 @@ class TwoEdits(LabelFamily):
         best = None
         for pid in {pid for value in map(index.get, probe) if value is not None for pid in ids(value)}:
             distance = DamerauLevenshtein.distance(label, labels[pid], score_cutoff=2)
+            if distance == 2 and not typo_shaped(label, labels[pid]):
+                continue
             if distance <= 2 and (best is None or (distance, labels[pid]) < best[:2]):
                 best = distance, labels[pid], pid
-        return None if best is None else (best[2], "two_edits", best[0])
+        return None if best is None else (best[2], TypoClass.TWO_EDITS, best[0])
+
+
+def typo_shaped(query: str, protected: str) -> bool:
+    """False for two-edit pairs that are other names, not typing: one label containing the other
+    (onmicrosoft ⊃ microsoft is a combination) or both edits before a shared common word (ease|mail)."""
+    if protected in query or query in protected:
+        return False
+    tail = 0
+    while tail < min(len(query), len(protected)) and query[-1 - tail] == protected[-1 - tail]:
+        tail += 1
+    shared = query[len(query) - tail :]
+    # both edits in a short head (fast|mail: 2 of 4 letters changed) make another word; a long head
+    # (proton|mail) keeps its shape with two slips, so it stays a typo
+    return not any(shared.endswith(word) and len(protected) - len(word) <= SHORT_HEAD for word in SHARED_WORDS)

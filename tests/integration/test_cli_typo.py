@@ -156,3 +156,15 @@ def test_neighbours_garbage_is_one_line_exit_2(tmp_path, domain):
     out = _run(tmp_path, "neighbours", "--", domain)
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_neighbours_real_lists_real_domains_with_verdict_and_reason(tmp_path):
+    result = _run(tmp_path, "neighbours", "army.mil", "--real", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["domain"]: row for row in json.loads(result.stdout)}
+    # army.net is real (a listed mail domain): allowed, and the reason says the data keeps it, not the rules
+    assert rows["army.net"]["verdict"] == "allowed" and "established data" in rows["army.net"]["reason"]
+    assert "tld_swap" in rows["army.net"]["reason"]
+    assert rows["army.gov.lb"]["reason"].startswith("no rule matches")  # a foreign army: restricted suffix
+    text = _run(tmp_path, "neighbours", "paypal.com", "--real")
+    assert "allowed\tpaypal.de\t" in text.stdout
