@@ -178,7 +178,7 @@ class App:
 
     async def start(self) -> None:
         try:
-            setup_events(self.cfg.events)
+            setup_events(self.cfg.events, self.metrics)
         except OSError as exc:
             where = self.cfg.where("events")
             raise ConfigError(f"{where}: cannot open the events file {self.cfg.events}: {os_reason(exc)}") from None

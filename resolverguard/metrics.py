@@ -33,6 +33,7 @@ RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
 UPSTREAM_ERRORS = ("timeout", "refused", "error", "mismatch", "wrong_source")
 MALFORMED = ("unreadable", "response", "formerr", "notimp", "tcp_frame")
+EVENTS_DROPPED = ("full", "write_error")  # why an event was not written (resolverguard/events.py)
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 LATENCY_BUCKETS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds for compiled code
 
@@ -110,6 +111,17 @@ class Metrics:
         self.sink_sessions_refused = t.counter(
             "resolverguard_sink_sessions_refused_total", "SMTP sink connections answered 421: session cap reached"
         )
+        self.sink_events_folded = t.counter(
+            "resolverguard_sink_events_folded_total",
+            "SMTP sink refusals not written as an event line of their own (per-MTA rate limit); see sink_folded events",
+        )
+        self.events_dropped = t.counter(
+            "resolverguard_events_dropped_total",
+            "Events not written: the writer could not keep up (full) or the write failed (write_error)",
+            ["reason"],
+        )
+        for reason in EVENTS_DROPPED:
+            self.events_dropped.labels(reason)
         self.internal_errors = t.counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions")
         self.reloads = t.counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"])
         self.last_reload = t.gauge(
