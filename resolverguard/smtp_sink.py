@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,40 @@ from .typo import TypoMatch
 log = logging.getLogger(__name__)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO: ours are the events
 _CODES = {"reject": (550, "5.1.2"), "defer": (450, "4.1.2")}  # 5.1.2: bad destination system address
+EVENT_RATE = 10.0  # sink_rejection event lines per second per MTA, once its burst is spent
+EVENT_BURST = 20.0  # lines an MTA may cause at once
+FOLD_INTERVAL = 1.0  # seconds between the sink_folded lines that account for the refusals not written
+
+
+class EventLimit:
+    """Per-MTA token bucket for sink_rejection event lines; what it holds back is folded, counted, and written
+    as one sink_folded line per MTA and second, so every refusal is accounted for in the log."""
+
+    def __init__(self, folded_counter, clock: Callable[[], float] = time.monotonic) -> None:
+        self.folded_counter, self.clock = folded_counter, clock
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.folded: dict[str, int] = {}
+
+    def admit(self, mta: str) -> bool:
+        """Whether this refusal gets its own event line; False: folded (and counted)."""
+        now = self.clock()
+        tokens, last = self.buckets.get(mta, (EVENT_BURST, now))
+        tokens = min(EVENT_BURST, tokens + (now - last) * EVENT_RATE)
+        if len(self.buckets) > 10_000:
+            self.buckets.clear()
+        if tokens >= 1:
+            self.buckets[mta] = (tokens - 1, now)
+            return True
+        self.buckets[mta] = (tokens, now)
+        self.folded[mta] = self.folded.get(mta, 0) + 1
+        self.folded_counter.inc()
+        return False
+
+    def flush(self) -> None:
+        """One sink_folded line per MTA with refusals folded since the last flush."""
+        folded, self.folded = self.folded, {}
+        for mta, count in folded.items():
+            emit_event({"time": timestamp(), "event": "sink_folded", "mta": mta, "count": count})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +121,7 @@ class SinkHandler:
 
     def __init__(self, current_policy: Callable[[], Policy], settings: Callable[[], Config], metrics: Metrics) -> None:
         self.current_policy, self.settings, self.metrics = current_policy, settings, metrics
+        self.limit = EventLimit(metrics.sink_events_folded)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -97,6 +133,8 @@ class SinkHandler:
         entry = self.current_policy().entry_of(m) if m else "none"  # the entry as configured: mil for army.mil
         self.metrics.sink_rejections.labels(entry, m.typo_class if m else "none", mode).inc()
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        if not self.limit.admit(peer):
+            return answer.line()
         emit_event(
             {
                 "time": timestamp(),
@@ -127,6 +165,7 @@ class SinkSession(SMTP):
             timeout=cfg.smtp_sink_command_timeout,
             command_call_limit=cfg.smtp_sink_max_commands,
             data_size_limit=0,
+            enable_SMTPUTF8=True,  # IDN look-alike recipients (user@gmaіl.com) get their "did you mean" too
             loop=asyncio.get_running_loop(),
         )
         self.sink = sink
@@ -219,8 +258,13 @@ class SmtpSink:
             loop.close()
             return
         started.set_result(None)
+        self._fold_timer(loop)
         loop.run_forever()
         loop.close()
+
+    def _fold_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handler.limit.flush()
+        loop.call_later(FOLD_INTERVAL, self._fold_timer, loop)
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
@@ -249,6 +293,7 @@ class SmtpSink:
         if self.thread is None or self.loop is None:
             return
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), self.loop))
+        self.loop.call_soon_threadsafe(self.handler.limit.flush)  # the last folded counts
         self.loop.call_soon_threadsafe(self.loop.stop)
         await asyncio.to_thread(self.thread.join, grace)
 

@@ -197,3 +197,37 @@ def test_bad_sink_config_is_one_line_and_exit_2(tmp_path, body, message):
     )
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_idn_look_alike_recipient_gets_its_suggestion_over_smtputf8(sink, tmp_path):
+    guard = sink("gmail.com")
+    s = smtplib.SMTP("127.0.0.1", guard.sink_port, timeout=10)
+    s.ehlo("mta.test")
+    assert s.has_extn("smtputf8")
+    s.command_encoding = "utf-8"
+    s.mail("alice@sender.test", ["SMTPUTF8"])
+    code, text = s.rcpt("me@gma\u0456l.com")  # a Cyrillic i
+    assert code == 550 and b"Did you mean <me@gmail.com>?" in text, text
+    s.quit()
+    found = poll(lambda: events(tmp_path) or None, "the sink event")
+    assert found[0]["recipient"] == "me@gma\u0456l.com" and found[0]["suggestion"] == "me@gmail.com"
+
+
+def test_a_flood_of_refusals_is_folded_into_counted_lines(sink, tmp_path):
+    guard = sink()
+    s = client(guard)
+    refusals = 95  # well over the per-MTA burst (20) and what 10 lines a second add while they are sent
+    for _ in range(refusals):
+        s.rcpt("user@army.ml")
+    s.quit()
+
+    def accounted() -> tuple | None:
+        lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+        single = sum(e["event"] == "sink_rejection" for e in lines)
+        folded = sum(e["count"] for e in lines if e["event"] == "sink_folded")
+        return (single, folded) if single + folded == refusals else None
+
+    single, folded = poll(accounted, "every refusal in a line or a folded count")
+    assert folded > 0 and single < refusals
+    text = urllib.request.urlopen(f"http://127.0.0.1:{guard.metrics_port}/metrics", timeout=5).read().decode()
+    assert f"resolverguard_sink_events_folded_total {float(folded)}" in text
