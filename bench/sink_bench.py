@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """SMTP sink under load: rejections per second with N concurrent sessions, and DNS cache hits meanwhile.
 
-    python bench/sink_bench.py [--sessions 200] [--duration 10]
+    python bench/sink_bench.py [--sessions 8] [--duration 10]   # issue 24: 8 clients flooding RCPT
 
 One run: a stub upstream (tests/fakes.py) on 127.0.0.1, one `resolverguard serve` with the sink on, then
 1. DNS alone: dnsperf (1,000 warm cache-hit names, -c 4 -q 100) for --duration seconds;
@@ -79,7 +79,7 @@ def dnsperf(port: int, names: Path, duration: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sessions", type=int, default=200)
+    ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--duration", type=float, default=10.0)
     args = ap.parse_args()
     if not shutil.which("dnsperf"):
