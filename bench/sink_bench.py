@@ -34,8 +34,20 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """utime+stime of the guard and its children (the sink process), ended children included (cutime)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _ticks(int(child))
+    return (total + _ticks(pid, dead_children=True)) / TICK
+
+
+def _ticks(pid: int, dead_children: bool = False) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return sum(int(f) for f in fields[11 : 15 if dead_children else 13])
 
 
 async def smtp_load(port: int, sessions: int, duration: float) -> tuple[int, int]:
@@ -126,7 +138,9 @@ def main() -> int:
         upstream.close()
         shutil.rmtree(work, ignore_errors=True)
     d = args.duration
-    print(f"| run ({args.sessions} SMTP sessions, {d:g} s each) | rejections/s | DNS cache-hit q/s | guard CPU s |")
+    print(
+        f"| run ({args.sessions} SMTP sessions, {d:g} s each) | rejections/s | DNS cache-hit q/s | guard + sink process CPU s |"
+    )
     print("|---|---|---|---|")
     print(f"| DNS alone | - | {dns_alone:,.0f} | {c1 - c0:.1f} |")
     print(f"| sink alone | {ok / d:,.0f} (other replies: {other}) | - | {c2 - c1:.1f} |")

@@ -50,7 +50,9 @@ class Metrics:
     only reads). The slot methods below are the layout compiled code counts into.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, directory: str | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, directory: str | None = None, joined: bool = False
+    ) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
         t = self.tally = Tally(directory if directory is not None else os.environ.get(MULTIPROC_DIR))
@@ -151,7 +153,9 @@ class Metrics:
             )
             for o in OUTCOMES
         }
-        r.register(TallyCollector(t))
+        # joined: this process's tally is one file of `directory`, and the registry adds up every file there
+        # (this process's and its SMTP sink process's), the way the --workers supervisor does
+        r.register(WorkersCollector(directory) if joined and directory else TallyCollector(t))
 
     def query_slot(self, transport: str, qtype: int) -> int:
         """The slot of resolverguard_queries_total{transport, qtype} (an unnamed qtype number is "other")."""

@@ -120,6 +120,7 @@ class PolicyHolder:
     def __init__(self, cfg: Config, metrics: Metrics, reread: Callable[[], Config] | None = None) -> None:
         self.cfg, self.metrics = cfg, metrics
         self.reread = reread or (lambda: self.cfg)
+        self.on_publish: list[Callable[[Policy], None]] = []  # called with each new policy once it is in force
         self.policy = load_policy(cfg)  # at start-up an error propagates: exit 2
         self._published(self.policy)
         self.lock = asyncio.Lock()
@@ -128,6 +129,8 @@ class PolicyHolder:
         return self.policy
 
     def _published(self, policy: Policy) -> None:
+        for call in self.on_publish:
+            call(policy)
         qtypes = [QTYPES.get(q, "other") for q in sorted(policy.typo_qtypes)]
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
