@@ -31,6 +31,7 @@ MAX_PENDING = 100_000  # events buffered for the writer at most; more are droppe
 INTERVAL = 0.02  # seconds between batches while events come in
 IDLE_INTERVAL = 0.1  # seconds between looks at the buffer while none do
 ROTATION_CHECK = 1.0  # seconds between checks whether the events file was moved away
+YIELD_EVERY = 256  # lines formatted between two releases of the GIL
 PIPE_CHUNK = 4096  # PIPE_BUF: a write of at most this many octets to a pipe is never interleaved
 
 
@@ -162,7 +163,7 @@ class EventLog:
             self.wake.clear()
 
     def _flush(self) -> None:
-        lines, taken, popleft = [], 0, self.items.popleft
+        lines, taken, yielded, popleft = [], 0, 0, self.items.popleft
         append, hosts, stamp = lines.append, self.hosts, self._stamp
         while self.items:
             item = popleft()
@@ -178,6 +179,9 @@ class EventLog:
                 if host is None:
                     host = self._host(client)
                 append(head + host + tail)
+            if len(lines) >= YIELD_EVERY * (1 + yielded):
+                yielded += 1
+                time.sleep(0)  # let the DNS loop have the GIL instead of waiting out the switch interval
         self.taken += taken
         self._write("".join(lines).encode(), taken)
 
