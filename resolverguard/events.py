@@ -5,7 +5,8 @@ decision's precomputed line tail (block_tail(), once per remembered question) an
 the UDP fast path for the blocks it answers itself. A writer thread formats what has accumulated and writes
 it with one write() per batch (at most PIPE_BUF octets at a time to a pipe, whole lines each, so processes
 sharing stdout never interleave inside a line). The file is checked for rotation (moved away or removed by
-logrotate) about once a second, and at once after SIGHUP (reopen_events()). When the writer cannot keep up
+logrotate) before each batch (at most INTERVAL apart: one stat for thousands of lines when busy), once a second
+when idle, and at once after SIGHUP (reopen_events()): a line written after logrotate's rename goes to the new file. When the writer cannot keep up
 and the buffer is full, or a write fails, the events are counted in resolverguard_events_dropped_total
 (reason full or write_error): the DNS loop never waits for the disk, and no event is lost silently.
 """
@@ -149,12 +150,13 @@ class EventLog:
         while True:
             stopping = self.stopping
             busy = bool(self.items)
-            if busy:
-                self._flush()
             now = time.monotonic()
-            if self.reopen or now - checked >= ROTATION_CHECK:
+            # before each batch (one stat for thousands of lines when busy), after SIGHUP, and once a second
+            if busy or self.reopen or now - checked >= ROTATION_CHECK:
                 self.reopen, checked = False, now
                 self._check_rotation()
+            if busy:
+                self._flush()
             if stopping:
                 if self.fd >= 0 and self.target != "-":
                     os.close(self.fd)
