@@ -269,6 +269,7 @@ def unbound_conf(
     threads: int = 1,
     server: str = "",
     control: int | None = None,
+    rpz_log: bool = False,
 ) -> str:
     """Unbound forwarding "." to 127.0.0.1@upstream; with the RPZ when rpz_name is given (respip module);
     `server`: more lines for the server: clause; control: unbound-control on that 127.0.0.1 port (no TLS)."""
@@ -277,7 +278,7 @@ def unbound_conf(
         f"""rpz:
     name: "{rpz_name}"
     zonefile: "{rpz_file}"
-    rpz-log: no
+    rpz-log: {"yes" if rpz_log else "no"}
 """
         if rpz_name
         else ""
@@ -552,6 +553,53 @@ def best_of(
     return best
 
 
+def logged_blocks(wd: Path, tools: dict, zones: Path, export: Path, nsd: int, blocked: Path, args) -> list[Run]:
+    """The blocked scenario with both servers logging every block: the guard's JSON event log to a file
+    (--events FILE, as the shipped unit runs), Unbound's rpz-log to its logfile. Event lines are counted after."""
+    events = wd / "guard-logged-events.jsonl"
+    guard, _ = start_guard(
+        wd,
+        "logged",
+        zones,
+        nsd,
+        args.server_cpu,
+        "ready.bench.example.",
+        dns.rcode.NOERROR,
+        60,
+        ("--events", str(events)),
+    )
+    unbound, _ = start_unbound(
+        wd,
+        "logged",
+        tools["unbound"],
+        nsd,
+        args.server_cpu,
+        "ready.bench.example.",
+        dns.rcode.NOERROR,
+        60,
+        rpz_name="rpz.resolverguard.",
+        rpz_file=export,
+        rpz_log=True,
+    )
+    servers = (("resolverguard", guard), ("unbound", unbound))
+    try:
+        for _, proc in servers:
+            dnsperf(tools["dnsperf"], args.client_cpu, proc.port, blocked, once=True, verbose=False)  # warm
+        runs = best_of(
+            servers, "blocked-logged", [blocked], tools["dnsperf"], args.client_cpu, args.repeat, seconds=args.duration
+        )
+    finally:
+        for _, proc in servers:
+            proc.stop()
+            RUNNING.remove(proc)
+    lines = sum(1 for _ in open(events, "rb")) if events.exists() else 0
+    ulines = sum(1 for ln in open(wd / "unbound-logged" / "unbound.log", "rb") if b"rpz" in ln)
+    log(f"event lines written: resolverguard {lines:,}, unbound rpz-log {ulines:,}")
+    for r in runs:
+        r.extra["event_lines"] = lines if r.server == "resolverguard" else ulines
+    return runs
+
+
 # ---------------------------------------------------------------- rule loading
 
 
@@ -811,7 +859,7 @@ def report(
         "| scenario | server | QPS | server CPU s | queries / CPU-s | (every run) | lost (all runs) | p50 ms | p99 ms | p99.9 ms | rcodes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    scenarios = [s for s in ("cache-hit", "blocked", "mixed", "cache-miss") if ("unbound", s) in by]
+    scenarios = [s for s in ("cache-hit", "blocked", "blocked-logged", "mixed", "cache-miss") if ("unbound", s) in by]
     for s in scenarios:
         for srv in ("resolverguard", "unbound", "python-echo"):
             if (srv, s) not in by:
@@ -941,6 +989,12 @@ def main() -> int:
         default=1_000_000,
         help="unique names cached for the RSS-per-entry test (0 to skip; about 3 min at 1M today)",
     )
+    ap.add_argument(
+        "--logged",
+        type=int,
+        default=1,
+        help="1: the blocked run again with every block logged (guard --events FILE, Unbound rpz-log + logfile)",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results.md"), help="markdown report (JSON beside it)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -1033,6 +1087,8 @@ def main() -> int:
         for _, proc in servers:
             proc.stop()
             RUNNING.remove(proc)
+        if args.logged:
+            runs += logged_blocks(wd, tools, zones, export, nsd.port, files["blocked"], args)
         runs += scaling(wd, tools, zones, export, nsd.port, files["hit"], args)
         if args.cache_fill:
             memory = cache_memory(wd, tools, zones, nsd.port, args.cache_fill, args)

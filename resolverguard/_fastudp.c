@@ -4,7 +4,9 @@
  * whose client address is in `clients` and whose octets after the ID are a key of `table` with a fresh entry
  * is answered here: the entry's reply with the query's ID, sent with one sendmmsg for the whole batch, its
  * counters incremented in `counts` (an int64 buffer). A renewable entry past its second gets its TTLs counted
- * down from its template here, once per second, and goes back in the table. Every other datagram is returned, as (data, address),
+ * down from its template here, once per second, and goes back in the table. An entry with a sixth item (a block's
+ * event line tail, while the event log is on) also appends (tail, client address octets) to the optional
+ * list `logged`, for resolverguard/events.py to write. Every other datagram is returned, as (data, address),
  * for the Python pipeline. resolverguard/fastpath.py holds the same loop in pure Python (the fallback, and the
  * reference the tests hold this one to); it documents the entry layout.
  *
@@ -106,8 +108,9 @@ static PyObject *renewed(PyObject *table, PyObject *key, PyObject *entry, double
     return fresh;
 }
 
-/* The entry for this datagram if it may be answered here (a new reference), else NULL. */
-static PyObject *fresh_entry(PyObject *table, PyObject *clients, int i, double now) {
+/* The entry for this datagram if it may be answered here (a new reference), else NULL; *client gets a new
+ * reference to the client's key when an entry is returned and client is not NULL. */
+static PyObject *fresh_entry(PyObject *table, PyObject *clients, int i, double now, PyObject **client) {
     unsigned len = rmsgs[i].msg_len;
     if (len < 12)
         return NULL;
@@ -115,12 +118,15 @@ static PyObject *fresh_entry(PyObject *table, PyObject *clients, int i, double n
     if (ck == NULL)
         return NULL;
     PyObject *ok = PyDict_GetItemWithError(clients, ck);
-    Py_DECREF(ck);
-    if (ok != Py_True)
+    if (ok != Py_True) {
+        Py_DECREF(ck);
         return NULL;
+    }
     PyObject *key = PyBytes_FromStringAndSize((const char *)bufs + (size_t)i * BUFSZ + 2, len - 2);
-    if (key == NULL)
+    if (key == NULL) {
+        Py_DECREF(ck);
         return NULL;
+    }
     PyObject *entry = PyDict_GetItemWithError(table, key), *result = NULL;
     if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) >= 5 &&
         PyFloat_CheckExact(PyTuple_GET_ITEM(entry, 0)) && PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
@@ -137,6 +143,10 @@ static PyObject *fresh_entry(PyObject *table, PyObject *clients, int i, double n
         if (!PyBytes_CheckExact(reply) || PyBytes_GET_SIZE(reply) < 12)
             Py_CLEAR(result);
     }
+    if (result != NULL && client != NULL)
+        *client = ck;
+    else
+        Py_DECREF(ck);
     return result;
 }
 
@@ -150,12 +160,18 @@ static void bump(int64_t *counts, Py_ssize_t n, PyObject *index, int64_t by) {
 
 static PyObject *drain(PyObject *self, PyObject *args) {
     int fd;
-    PyObject *table, *clients, *bounds;
+    PyObject *table, *clients, *bounds, *logged = Py_None;
     Py_buffer counts;
     double now;
-    if (!PyArg_ParseTuple(args, "iO!O!w*dO!", &fd, &PyDict_Type, &table, &PyDict_Type, &clients, &counts, &now,
-                          &PyTuple_Type, &bounds))
+    if (!PyArg_ParseTuple(args, "iO!O!w*dO!|O", &fd, &PyDict_Type, &table, &PyDict_Type, &clients, &counts, &now,
+                          &PyTuple_Type, &bounds, &logged))
         return NULL;
+    if (logged != Py_None && !PyList_Check(logged)) {
+        PyBuffer_Release(&counts);
+        PyErr_SetString(PyExc_TypeError, "logged must be a list or None");
+        return NULL;
+    }
+    int logging = logged != Py_None;
     int64_t *cnt = counts.buf;
     Py_ssize_t ncnt = counts.len / (Py_ssize_t)sizeof(int64_t);
     for (int i = 0; i < BATCH; i++) {
@@ -176,9 +192,19 @@ static PyObject *drain(PyObject *self, PyObject *args) {
     }
     int nsend = 0;
     for (int i = 0; i < n; i++) {
-        PyObject *entry = fresh_entry(table, clients, i, now);
+        PyObject *client = NULL;
+        PyObject *entry = fresh_entry(table, clients, i, now, logging ? &client : NULL);
         if (PyErr_Occurred())
             PyErr_Clear(); /* an unhashable oddity in a dict: the datagram takes the Python path */
+        if (entry != NULL && client != NULL) { /* a block whose event is handed back: (tail, client) */
+            if (PyTuple_GET_SIZE(entry) == 6) {
+                PyObject *pair = PyTuple_Pack(2, PyTuple_GET_ITEM(entry, 5), client);
+                if (pair == NULL || PyList_Append(logged, pair) < 0)
+                    PyErr_Clear(); /* out of memory only */
+                Py_XDECREF(pair);
+            }
+            Py_DECREF(client);
+        }
         if (entry != NULL) {
             PyObject *reply = PyTuple_GET_ITEM(entry, 1);
             siov[nsend][0].iov_base = riov[i].iov_base; /* the query's ID */
@@ -234,7 +260,7 @@ static PyObject *drain(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"drain", drain, METH_VARARGS, "drain(fd, table, clients, counts, now, bounds_ns) -> (received, slow)"},
+    {"drain", drain, METH_VARARGS, "drain(fd, table, clients, counts, now, bounds_ns[, logged]) -> (received, slow)"},
     {NULL, NULL, 0, NULL},
 };
 

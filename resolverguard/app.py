@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from typing import Protocol
 
@@ -129,7 +132,14 @@ class App:
 
     def __init__(self, cfg: Config, reread: Callable[[], Config] | None = None, reuse_port: bool = False) -> None:
         self.cfg = cfg
-        self.metrics = metrics = metrics_mod.Metrics()
+        # the SMTP sink runs in a process of its own, counting into a tally file: with --workers in the
+        # supervisor's directory, else in one of ours that /metrics adds up with this process's file
+        self.sink_dir = os.environ.get(metrics_mod.MULTIPROC_DIR) or ""
+        self.own_dir = ""
+        if cfg.smtp_sink_listen and not self.sink_dir:
+            self.sink_dir = self.own_dir = tempfile.mkdtemp(prefix="resolverguard-metrics-")
+        joined = bool(self.own_dir)
+        self.metrics = metrics = metrics_mod.Metrics(directory=self.own_dir or None, joined=joined)
         self.holder = holder = PolicyHolder(cfg, metrics, reread)
         upstreams = [Upstream(e.host, e.port) for e in cfg.upstreams] or from_resolv_conf()
         if not upstreams:
@@ -171,15 +181,17 @@ class App:
         if export is not None:
             self.services.append(ExportService(export))
         if cfg.smtp_sink_listen:  # off by default
-            from .smtp_sink import SmtpSink
+            from .smtp_sink import SinkProcess
 
-            self.services.append(SmtpSink(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
+            self.services.append(
+                SinkProcess(cfg, holder.current, lambda: holder.cfg, self.sink_dir, holder.on_publish, reuse_port)
+            )
         self.services.append(WatcherService(holder))
         self.started: list[Service] = []
 
     async def start(self) -> None:
         try:
-            setup_events(self.cfg.events)
+            setup_events(self.cfg.events, self.metrics)
         except OSError as exc:
             where = self.cfg.where("events")
             raise ConfigError(f"{where}: cannot open the events file {self.cfg.events}: {os_reason(exc)}") from None
@@ -197,6 +209,8 @@ class App:
     async def stop(self) -> None:
         while self.started:
             await self.started.pop().stop(self.cfg.shutdown_grace)
+        if self.own_dir:
+            shutil.rmtree(self.own_dir, ignore_errors=True)
         log.info("stopped")
 
     async def run(self) -> int:

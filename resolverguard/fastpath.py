@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from . import wire
+from . import events, wire
 from .metrics import LATENCY_BUCKETS_NS, Metrics
 
 try:
@@ -32,6 +32,8 @@ BATCH = 64  # datagrams read per drain() call (the compiled loop's recvmmsg vect
 # first duration-bucket slot; duration-sum slot, in ns), and for a cache hit four more: (its reply as stored,
 # re-addressed, TTLs not counted down; their offsets; stored at; expires at). Past its second such an entry is
 # renewed by the drain loop itself: TTLs counted down from the template, fresh until the next second.
+# A block while the event log is on has one more item instead, its event line tail (events.block_tail): the
+# loop hands (tail, client) back for every lookup it answers, and events.emit_blocks writes them.
 # Plain tuples of atoms: the cyclic GC skips them.
 Entry = tuple
 
@@ -52,8 +54,11 @@ def compiled() -> bool:
     return _fastudp is not None and not os.environ.get("RESOLVERGUARD_PURE")
 
 
-def drain_python(sock: socket.socket, table: dict, clients: dict, counts, now: float, bounds: tuple) -> tuple:
-    """Read up to BATCH datagrams; answer the fresh remembered ones; return (read, [(data, addr) for the rest])."""
+def drain_python(
+    sock: socket.socket, table: dict, clients: dict, counts, now: float, bounds: tuple, logged: list | None = None
+) -> tuple:
+    """Read up to BATCH datagrams; answer the fresh remembered ones; return (read, [(data, addr) for the rest]).
+    logged: where (event tail, client host) goes for each answered entry that carries an event."""
     started, slow, answered = time.perf_counter_ns(), [], []
     recv, send, get = sock.recvfrom, sock.sendto, table.get
     read = 0
@@ -72,6 +77,8 @@ def drain_python(sock: socket.socket, table: dict, clients: dict, counts, now: f
             except OSError:  # a datagram the kernel will not take is dropped, as UDP may
                 pass
             answered.append(entry)
+            if len(entry) == 6 and logged is not None:
+                logged.append((entry[5], addr[0]))
         else:
             slow.append((data, addr))
     if answered:
@@ -106,6 +113,7 @@ class FastTable:
         self.clients: dict[bytes | str, bool] = {}  # drain()'s key of each client it may answer -> True
         self.eligible: dict[str, bool] = {}  # client host -> whether its answers may be remembered and given
         self.policy = None
+        self.events = False  # whether an entry carries an event (then drain() collects them)
 
     def drain(self, sock: socket.socket) -> tuple[int, list]:
         """One batch from sock: (datagrams read, the ones the pipeline must answer, with their addresses)."""
@@ -116,10 +124,14 @@ class FastTable:
                 self.clients.clear()
                 self.eligible.clear()
             self.policy = policy
-        counts, now = self.metrics.counts, self.clock()
+        counts, now, logged = self.metrics.counts, self.clock(), [] if self.events else None
         if self.compiled:
-            return _fastudp.drain(sock.fileno(), self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS)
-        return drain_python(sock, self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS)
+            got = _fastudp.drain(sock.fileno(), self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS, logged)
+        else:
+            got = drain_python(sock, self.entries, self.clients, counts, now, LATENCY_BUCKETS_NS, logged)
+        if logged:
+            events.emit_blocks(logged)
+        return got
 
     def remember(
         self,
@@ -129,11 +141,12 @@ class FastTable:
         fresh_for: float,
         slots: tuple[int, ...],
         renew: tuple | None = None,
+        event: str | None = None,
     ) -> None:
         """reply is the answer to query's octets for fresh_for more seconds (inf: until the policy changes), with
         no other side effect than the counters in slots and the query/response/duration series recorded here.
         renew (template, TTL offsets, seconds since stored, TTL), for a cache hit: how to count its TTLs down
-        after that, until it expires."""
+        after that, until it expires. event: a block's event line tail, handed back for each lookup answered."""
         if self.policy is not self.current_policy() or not self._eligible(query.client):
             return  # decided under a policy drain() has not seen yet, or for a client with answers of its own
         m = self.metrics
@@ -144,7 +157,10 @@ class FastTable:
             del entries[next(iter(entries))]  # the oldest remembered
         now = self.clock()
         entry = (now + fresh_for, reply, slots, first, total)
-        if renew is not None:
+        if event is not None:
+            entry += (event,)
+            self.events = True
+        elif renew is not None:
             template, offsets, elapsed, ttl = renew
             entry += (template, offsets, now - elapsed, now - elapsed + ttl)
         entries[query.data[2:]] = entry

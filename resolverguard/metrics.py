@@ -34,6 +34,7 @@ RCODES = tuple(Rcode)
 TRANSPORTS = ("udp", "tcp")
 UPSTREAM_ERRORS = tuple(UpstreamFailure)
 MALFORMED = tuple(Malformed)
+EVENTS_DROPPED = ("full", "write_error")  # why an event was not written (resolverguard/events.py)
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8)
 LATENCY_BUCKETS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds for compiled code
 
@@ -50,7 +51,9 @@ class Metrics:
     only reads). The slot methods below are the layout compiled code counts into.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, directory: str | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, directory: str | None = None, joined: bool = False
+    ) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
         t = self.tally = Tally(directory if directory is not None else os.environ.get(MULTIPROC_DIR))
@@ -115,6 +118,17 @@ class Metrics:
         self.sink_sessions_refused = t.counter(
             "resolverguard_sink_sessions_refused_total", "SMTP sink connections answered 421: session cap reached"
         )
+        self.sink_events_folded = t.counter(
+            "resolverguard_sink_events_folded_total",
+            "SMTP sink refusals not written as an event line of their own (per-MTA rate limit); see sink_folded events",
+        )
+        self.events_dropped = t.counter(
+            "resolverguard_events_dropped_total",
+            "Events not written: the writer could not keep up (full) or the write failed (write_error)",
+            ["reason"],
+        )
+        for reason in EVENTS_DROPPED:
+            self.events_dropped.labels(reason)
         self.internal_errors = t.counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions")
         self.reloads = t.counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"])
         self.last_reload = t.gauge(
@@ -144,7 +158,9 @@ class Metrics:
             )
             for o in OUTCOMES
         }
-        r.register(TallyCollector(t))
+        # joined: this process's tally is one file of `directory`, and the registry adds up every file there
+        # (this process's and its SMTP sink process's), the way the --workers supervisor does
+        r.register(WorkersCollector(directory) if joined and directory else TallyCollector(t))
 
     def query_slot(self, transport: str, qtype: int) -> int:
         """The slot of resolverguard_queries_total{transport, qtype} (an unnamed qtype number is "other")."""

@@ -13,11 +13,10 @@ from typing import Protocol
 import dns.name
 import dns.rdataclass
 
-from . import answers, wire
+from . import answers, events, wire
 from .cache import Cache
 from .codes import OTHER_QTYPE, QTYPES, Action, Outcome, Verdict
 from .errors import UpstreamError
-from .events import emit_block
 from .metrics import Metrics
 from .policy import FORWARD, Decision, Policy
 from .upstream import UpstreamPool
@@ -39,6 +38,7 @@ class Answer:
     fresh_for: float = 0.0  # seconds the same reply answers the same query octets (0: never remembered)
     slots: tuple[int, ...] = ()  # counter slots answering it counted besides query, response and duration
     renew: tuple | None = None  # a cache hit's way to count its TTLs down later (FastTable.remember)
+    event: str | None = None  # a block's event line tail: the fast path hands each lookup it answers back
 
     def __post_init__(self) -> None:
         if type(self.outcome) is not Outcome:
@@ -159,7 +159,7 @@ class SinkHost:
         return None if reply is None else Answer(reply, Outcome.SINK_HOST, math.inf)  # fixed by the config
 
 
-_FORWARDED: tuple[Decision, None, None] = (FORWARD, None, None)
+_FORWARDED: tuple[Decision, None, None, None] = (FORWARD, None, None, None)
 # The verdicts that answer the query themselves (the others forward it), and the outcome they count as.
 _BLOCKED = {Verdict.BLOCKED_TYPO: Outcome.BLOCKED_TYPO, Verdict.BLOCKED_OVERRIDE: Outcome.BLOCKED_OVERRIDE}
 
@@ -177,8 +177,9 @@ class PolicyStage:
     def __init__(self, current: Callable[[], Policy], sink: answers.Sink, metrics: Metrics) -> None:
         self.current, self.sink, self.metrics = current, sink, metrics
         self.policy: Policy | None = None
-        # question key -> (decision, rendered reply, its counter child or None): resolving labels is slow
-        self.seen: dict[tuple, tuple[Decision, bytes | None, object | None]] = {}
+        # question key -> (decision, rendered reply, its counter child or None, its event line tail): resolving
+        # labels and formatting the event's fields are slow
+        self.seen: dict[tuple, tuple[Decision, bytes | None, object | None, str]] = {}
 
     def handle(self, query: wire.Query) -> Answer | None:
         policy = self.current()
@@ -195,9 +196,10 @@ class PolicyStage:
             if decision is FORWARD:  # most entries: one shared value, nothing for the cyclic GC to walk
                 self.seen[key] = seen = _FORWARDED
             else:
-                self.seen[key] = seen = (decision, reply, self._counter(query, decision))
+                tail = events.block_tail(query, decision)
+                self.seen[key] = seen = (decision, reply, self._counter(query, decision), tail)
         else:
-            decision, reply, _ = seen
+            decision, reply, _, _ = seen
             if reply is not None:
                 reply = wire.with_id_and_question(reply, query)
         if decision.outcome == Verdict.FORWARDED:
@@ -205,13 +207,13 @@ class PolicyStage:
         counter = seen[2]
         if counter is not None:
             counter.inc()
-        forward = _forwards(decision, query)
-        if emit_block(query, decision) or forward:
-            query.memo = False  # an event per lookup, or a counted lookup forwarded: never answered from memory
-        if forward:
+        logged = events.emit_block(query, decision, seen[3])
+        if _forwards(decision, query):
+            query.memo = False  # a counted (or logged) lookup forwarded: never answered from memory
             return minimal_any(query) if query.qtype == wire.ANY else None
         slots = () if counter is None else (counter.slot,)
-        return Answer(reply, _BLOCKED[decision.outcome], math.inf, slots)  # until the policy changes
+        # until the policy changes; with the event log on, the fast path hands back each lookup it answers
+        return Answer(reply, _BLOCKED[decision.outcome], math.inf, slots, event=seen[3] if logged else None)
 
     def _counter(self, query: wire.Query, decision: Decision):
         """The counter child this decision counts on (the labels depend only on the key), or None."""

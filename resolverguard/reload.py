@@ -123,6 +123,7 @@ class PolicyHolder:
     def __init__(self, cfg: Config, metrics: Metrics, reread: Callable[[], Config] | None = None) -> None:
         self.cfg, self.metrics = cfg, metrics
         self.reread = reread or (lambda: self.cfg)
+        self.on_publish: list[Callable[[Policy], None]] = []  # called with each new policy once it is in force
         self.policy = load_policy(cfg)  # at start-up an error propagates: exit 2
         self._declare(self.policy)
         self._published(self.policy)
@@ -137,6 +138,8 @@ class PolicyHolder:
         self.metrics.declare_policy(entry_actions(policy), policy.guard.policy, policy.table.rule_count, qtypes)
 
     def _published(self, policy: Policy) -> None:
+        for call in self.on_publish:
+            call(policy)
         self.metrics.reloaded(True, dict(policy.table.rule_count), len(policy.guard.protected))
         self.metrics.typo_learned_labels.set(policy.guard.learned_count)
         log.info(

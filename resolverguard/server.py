@@ -198,7 +198,7 @@ class Server:
             reply = wire.fit_udp(reply, query)
             if answer.fresh_for > 0 and query.memo and self.fast is not None:
                 renew = answer.renew if reply is answer.reply else None  # cut to fit: the TTL offsets moved
-                self.fast.remember(query, reply, answer.outcome, answer.fresh_for, answer.slots, renew)
+                self.fast.remember(query, reply, answer.outcome, answer.fresh_for, answer.slots, renew, answer.event)
         send(reply)  # exactly once per message received; None: nothing goes out
         self.metrics.response(answer.outcome, reply, time.perf_counter() - started)
 

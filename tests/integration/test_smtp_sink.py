@@ -8,6 +8,7 @@ import smtplib
 import socket
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import dns.rdatatype
 import pytest
@@ -197,3 +198,70 @@ def test_bad_sink_config_is_one_line_and_exit_2(tmp_path, body, message):
     )
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_idn_look_alike_recipient_gets_its_suggestion_over_smtputf8(sink, tmp_path):
+    guard = sink("gmail.com")
+    s = smtplib.SMTP("127.0.0.1", guard.sink_port, timeout=10)
+    s.ehlo("mta.test")
+    assert s.has_extn("smtputf8")
+    s.command_encoding = "utf-8"
+    s.mail("alice@sender.test", ["SMTPUTF8"])
+    code, text = s.rcpt("me@gma\u0456l.com")  # a Cyrillic i
+    assert code == 550 and b"Did you mean <me@gmail.com>?" in text, text
+    s.quit()
+    found = poll(lambda: events(tmp_path) or None, "the sink event")
+    assert found[0]["recipient"] == "me@gma\u0456l.com" and found[0]["suggestion"] == "me@gmail.com"
+
+
+def test_a_flood_of_refusals_is_folded_into_counted_lines(sink, tmp_path):
+    guard = sink()
+    s = client(guard)
+    refusals = 95  # well over the per-MTA burst (20) and what 10 lines a second add while they are sent
+    for _ in range(refusals):
+        s.rcpt("user@army.ml")
+    s.quit()
+
+    def accounted() -> tuple | None:
+        lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+        single = sum(e["event"] == "sink_rejection" for e in lines)
+        folded = sum(e["count"] for e in lines if e["event"] == "sink_folded")
+        return (single, folded) if single + folded == refusals else None
+
+    single, folded = poll(accounted, "every refusal in a line or a folded count")
+    assert folded > 0 and single < refusals
+    text = urllib.request.urlopen(f"http://127.0.0.1:{guard.metrics_port}/metrics", timeout=5).read().decode()
+    assert f"resolverguard_sink_events_folded_total {float(folded)}" in text
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in (Path(f"/proc/{pid}/task")).iterdir():
+        found |= {int(x) for x in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "workers"])
+def test_the_sink_runs_in_a_process_of_its_own_and_counts_into_the_one_metrics_set(
+    tmp_path, upstream, start_guard, workers
+):
+    port, metrics = free_port(), free_port()
+    (tmp_path / "zones").mkdir(exist_ok=True)
+    (tmp_path / "zones" / "test.protect").write_text("army.mil\n")
+    guard = start_guard("-c", sink_config(tmp_path, port, upstream), "--metrics", f"127.0.0.1:{metrics}", *workers)
+    guard.sink_port = port
+    dns_processes = _children(guard.proc.pid) if workers else {guard.proc.pid}
+    sink_processes = set().union(*(_children(p) for p in dns_processes))
+    assert sink_processes and not sink_processes & dns_processes  # a forked child per DNS process
+    for _ in range(3):
+        s = client(guard)
+        assert s.rcpt("user@army.ml")[0] == 550
+        s.quit()
+    series = 'resolverguard_sink_rejections_total{mode="reject",protected_domain="army.mil",typo_class="tld_typo"}'
+
+    def counted() -> bool:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
+        return f"{series} 3.0" in text and "resolverguard_queries_total" in text
+
+    poll(counted, "three refusals on the one /metrics")
+    poll(lambda: len(events(tmp_path)) == 3, "an event line per refusal")

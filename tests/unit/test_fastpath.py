@@ -15,6 +15,7 @@ meaningful input for this comparison. The fuzz tests (test_fuzz_wire.py) cover h
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from pathlib import Path
@@ -31,7 +32,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from resolverguard import answers, fastpath, wire
+from resolverguard import answers, events, fastpath, wire
 from resolverguard.cache import Cache
 from resolverguard.config import Config
 from resolverguard.fastpath import FastTable
@@ -487,3 +488,72 @@ def test_cache_hit_relay_and_fit_read_the_same_in_dnspython_and_dnslib(q, mask, 
         assert (view["id"], view["qr"], view["question"]) == (qid, 1, question)
     # the hit's TTLs, counted down in place, read by both libraries as the general path's re-rendered reply
     assert both(hit) == both(general_readdress(reply, client, elapsed, cache.max_ttl))
+
+
+# ------------------------------------------------------------------ blocks with the event log on
+
+
+@pytest.fixture(scope="module", params=["python", "compiled"])
+def logged_udp_guard(request, tmp_path_factory):
+    """udp_guard's set-up with the event log on (to a file) and the sink action: blocks are remembered with
+    their event, and the fast path hands each lookup it answers back to the log."""
+    if request.param == "compiled" and not fastpath.compiled():
+        pytest.skip("compiled loop not built (or RESOLVERGUARD_PURE set)")
+    cfg = Config(zones_dir=str(ROOT / "zones"), protect=("army.mil", "gmail.com"), typo_action="sink")
+    policy = load_policy(cfg)
+    metrics = Metrics(CollectorRegistry())
+    path = tmp_path_factory.mktemp("events") / "events.jsonl"
+    events.setup_events(str(path), metrics)
+    pipeline = build_pipeline(cfg, lambda: policy, Cache(1000), UpstreamPool([Upstream("127.0.0.1", 9)]), metrics)
+    server = Server(
+        pipeline, metrics, fast=FastTable(metrics, lambda: policy, pipeline.unthrottled, pure=request.param == "python")
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    listener = UdpListener(server, sock)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    sink = answers.Sink(cfg.sink_ipv4, cfg.sink_ipv6 or None, cfg.sink_mail_host, cfg.sink_ttl)
+    yield server, listener, client, policy, sink, path, [0]
+    events.stop_events()
+    client.close()
+    listener.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(queries(POLICY_NAMES, qtypes=(1, 28, 15)), st.integers(0, 2**64 - 1), st.integers(0, 65535))
+def test_logged_blocks_through_the_fast_path_equal_a_fresh_render_and_each_writes_its_event(
+    logged_udp_guard, q, mask, qid
+):
+    # The first ask goes through the pipeline (which logs it and remembers the block with its event), the
+    # next ones are answered by the loop, which hands them back: every reply is the general path's, and
+    # every lookup is one event line naming its client and the question as asked.
+    server, listener, client, policy, sink, path, written = logged_udp_guard
+    question = q.question[0]
+    decision = policy.decide(_text(question.name), question.rdtype, "127.0.0.1")
+    assume(decision.action != "forward")
+    server.fast.entries.clear()  # an earlier example may have remembered the same octets
+    asked, answer = [], server.answer
+    server.answer = lambda *args: (asked.append(args[0]), answer(*args))[1]  # counts the pipeline's answers
+    try:
+        for step in range(4):
+            client_q = _respell(q, mask, (qid + step) % 65536)
+            got = _exchange(listener, client, client_q.to_wire())
+            _, expected = general_policy_answer(policy, sink, client_q, "127.0.0.1")
+            if len(expected) > (max(512, client_q.payload) if client_q.edns >= 0 else 512):
+                expected = general_truncate(expected, client_q)
+            assert got == expected
+    finally:
+        server.answer = answer
+    assert len(asked) == 1  # the first ask; the loop answered the other three, and handed them back
+    written[0] += 4
+    lines = wait_until(
+        lambda: (found := path.read_text().splitlines()) and len(found) >= written[0] and found,
+        what="an event line per lookup",
+    )
+    assert len(lines) == written[0]
+    for line in lines[-4:]:
+        event = json.loads(line)
+        assert (event["event"], event["client"], event["qname"]) == ("block", "127.0.0.1", _text(question.name))
+        assert event["outcome"] == decision.outcome

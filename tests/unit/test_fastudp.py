@@ -180,3 +180,60 @@ def test_both_loops_count_a_cache_hit_down_once_its_second_has_passed(sockets):
     assert fresh_until == 61.0  # renewed once, fresh until the next second
     assert reply[-10:-6] == (300 - 20).to_bytes(4, "big")  # 20 whole seconds since it was stored
     assert c_replies[0][2:] == reply[2:] and c_replies[0][:2] == b"\x00\x01"
+
+
+def _logging(kind: str, sockets) -> tuple[list, list, array]:
+    """Blocks with an event (a sixth item) and one without, drained by one loop with a list for events."""
+    server, allowed, other = sockets
+    logged_name, quiet_name = b"\x07army-ml\x07example", b"\x05quiet\x07example"
+    table = {
+        _query(0, logged_name)[2:]: (float("inf"), _reply(logged_name, 3), (6,), 10, 30, ',"qname":"army.ml"}\n'),
+        _query(0, quiet_name)[2:]: (float("inf"), _reply(quiet_name, 4), (7,), 10, 30),
+    }
+    clients = {"127.0.0.1" if kind == "python" else socket.inet_aton("127.0.0.1"): True}
+    counts = array("q", bytes(8 * 40))
+    plan = [(allowed, _query(1, logged_name)), (allowed, _query(2, quiet_name)), (allowed, _query(3, logged_name))]
+    plan.append((other, _query(4, logged_name)))  # not admitted: the pipeline's, which logs it itself
+    for sock, data in plan:
+        sock.sendto(data, server.getsockname())
+    logged: list = []
+    read = [0]
+
+    def drained() -> bool:
+        if kind == "python":
+            n, _ = fastpath.drain_python(server, table, clients, counts, 60.0, BOUNDS, logged)
+        else:
+            n, _ = fastpath._fastudp.drain(server.fileno(), table, clients, counts, 60.0, BOUNDS, logged)
+        read[0] += n
+        return read[0] == len(plan)
+
+    wait_until(drained, what="every datagram read")
+    replies = [allowed.recv(100) for _ in range(3)]
+    return replies, logged, counts
+
+
+@needs_compiled
+def test_both_loops_hand_back_each_logged_block_they_answer(sockets):
+    py_replies, py_logged, py_counts = _logging("python", sockets)
+    c_replies, c_logged, c_counts = _logging("compiled", sockets)
+    assert sorted(py_replies) == sorted(c_replies) and len(c_replies) == 3
+    assert py_counts[:30] == c_counts[:30] and c_counts[6] == 2 and c_counts[7] == 1  # 30: their ns, which differ
+    tail = ',"qname":"army.ml"}\n'
+    assert py_logged == [(tail, "127.0.0.1")] * 2  # the Python loop: the client's host text
+    assert c_logged == [(tail, socket.inet_aton("127.0.0.1"))] * 2  # the compiled one: its address octets
+
+
+def test_without_a_list_nothing_is_handed_back(sockets):
+    server, allowed, _ = sockets
+    name = b"\x07army-ml\x07example"
+    table = {_query(0, name)[2:]: (float("inf"), _reply(name, 3), (), 10, 30, "tail")}
+    allowed.sendto(_query(9, name), server.getsockname())
+    clients = {"127.0.0.1": True}
+    read = [0]
+
+    def drained() -> bool:
+        read[0] += fastpath.drain_python(server, table, clients, array("q", bytes(8 * 40)), 0.0, BOUNDS)[0]
+        return read[0] == 1
+
+    wait_until(drained, what="the datagram read")
+    assert allowed.recv(100)[:2] == b"\x00\x09"
