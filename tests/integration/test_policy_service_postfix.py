@@ -60,10 +60,14 @@ def with_policy_smtpd(postfix: Postfix) -> None:
 
 
 def submit(net: MailNet, sender: str, recipients: list[str]) -> dict[str, tuple[int, str]]:
+    return submit_to(net, SMTPD, sender, recipients)
+
+
+def submit_to(net: MailNet, server: str, sender: str, recipients: list[str]) -> dict[str, tuple[int, str]]:
     """One SMTP session from inside the namespace: the RCPT reply per recipient, then DATA if any was accepted."""
     replies: dict[str, tuple[int, str]] = {}
     with net.inside():
-        client = poll(lambda: _connect(), "Postfix smtpd on " + SMTPD, 30)
+        client = poll(lambda: _connect(server), "the MTA's SMTP listener on " + server, 30)
         try:
             client.ehlo("client.test")
             client.mail(sender)
@@ -78,8 +82,8 @@ def submit(net: MailNet, sender: str, recipients: list[str]) -> dict[str, tuple[
     return replies
 
 
-def _connect() -> smtplib.SMTP | None:
-    host, port = SMTPD.split(":")
+def _connect(server: str) -> smtplib.SMTP | None:
+    host, port = server.split(":")
     try:
         return smtplib.SMTP(host, int(port), timeout=30)
     except OSError:
