@@ -103,3 +103,20 @@ def test_a_domain_wide_exception_passes_dns_until_it_expires(tmp_path):
     assert later is not None and later.generation == policy.generation + 1
     assert later.decide("mail.army.ml", 15, None).outcome == "blocked_typo"
     assert later.mail_match("army.ml", 2_000_000_001) is not None
+
+
+def test_the_export_carries_the_passthru_while_active_and_changes_when_it_ends(tmp_path):
+    from resolverguard.export import SerialStore, build_policy
+
+    (tmp_path / "p.protect").write_text("army.mil\n")
+    (tmp_path / "exceptions.toml").write_text(
+        f'[[exception]]\nname = "army.ml"\nowner = "o"\nreason = "r"\nuntil = {ex.iso(2_000_000_000)}\n'
+    )
+    policy = load_policy(load_config(None, {"zones_dir": str(tmp_path)}))
+    serials = SerialStore(clock=lambda: 100)
+    active = build_policy(policy, serials=serials)
+    lines = {r.line() for r in active.records}
+    assert "army.ml 300 CNAME rpz-passthru." in lines and "*.army.ml 300 CNAME rpz-passthru." in lines
+    ended = build_policy(expire(policy, 2_000_000_001), serials=serials)
+    assert "army.ml 300 CNAME ." in {r.line() for r in ended.records}
+    assert ended.serial > active.serial
