@@ -120,3 +120,20 @@ def test_the_export_carries_the_passthru_while_active_and_changes_when_it_ends(t
     ended = build_policy(expire(policy, 2_000_000_001), serials=serials)
     assert "army.ml 300 CNAME ." in {r.line() for r in ended.records}
     assert ended.serial > active.serial
+
+
+def test_the_sink_honours_a_domain_wide_exception_and_ignores_a_sender_one(tmp_path):
+    from resolverguard.config import Config
+    from resolverguard.smtp_sink import refusal
+
+    (tmp_path / "p.protect").write_text("army.mil\n")
+    until = ex.iso(4_000_000_000)
+    (tmp_path / "exceptions.toml").write_text(
+        f'[[exception]]\nname = "army.ml"\nowner = "o"\nreason = "r"\nuntil = {until}\n'
+        f'[[exception]]\nname = "amry.mil"\nowner = "o"\nreason = "r"\nuntil = {until}\nsenders = ["a@b.c"]\n'
+    )
+    policy = load_policy(load_config(None, {"zones_dir": str(tmp_path)}))
+    template = Config().smtp_sink_template
+    assert refusal("user@army.ml", policy, "reject", template).match is None  # no suggestion, no typo count
+    assert refusal("user@amry.mil", policy, "reject", template).match is not None  # sender-only: DNS side blocks
+    assert policy.decide("amry.mil", 15, None).outcome == "blocked_typo"
