@@ -6,6 +6,7 @@ answering; an exception ends by itself in DNS and the policy service (no reload)
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.request
@@ -36,6 +37,10 @@ def read_reply(sock: socket.socket) -> bytes:
 
 def closed(sock: socket.socket) -> bool:
     return sock.recv(1) == b""
+
+
+def json_lines(tmp_path) -> list[dict]:
+    return [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
 
 
 def metric(port: int, text: str) -> float | None:
@@ -82,6 +87,13 @@ def test_policy_service_limits_bad_input_and_live_expiry(start_guard, upstream, 
         reply = read_reply(s)
     assert reply.startswith(b"action=550 5.1.2 ") and b"Did you mean <user@army.mil>?" in reply
     assert "exceptions expired" in guard.output() and "generation=1" in guard.output()
+    events = wait_until(lambda: len(e := json_lines(tmp_path)) >= 2 and e, "the audit events")
+    lookup = next(e for e in events if e.get("qname") == "army.ml")  # the audit line of the allowed lookup
+    assert lookup["outcome"] == "passthru" and lookup["rule"] == "exceptions:army.ml"
+    allowed = next(e for e in events if e.get("event") == "exception_allowed")
+    assert (allowed["exception"], allowed["owner"], allowed["sender"]) == ("army.ml", "it-desk", "alice@example.org")
+    refused = wait_until(lambda: [e for e in json_lines(tmp_path) if e.get("event") == "submission_refusal"], "event")
+    assert refused[0]["recipient"] == "user@army.ml" and refused[0]["sender"] == "alice@example.org"
     assert metric(mport, series) == 1.0
     assert metric(mport, "resolverguard_exceptions_active") == 0.0
 
