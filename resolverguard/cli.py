@@ -382,13 +382,9 @@ def exceptions_command(cfg: Config, args: argparse.Namespace) -> int:
             for line in exc_mod.describe_all(current.entries, now):
                 print(line)
         return 0
-    try:
-        text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    exc_mod.parse(text, path)  # the file as it is must be valid before it is edited
     if args.action == "remove":
         name = _exception_name(args.name)
+        text = _valid_exceptions_text(path)
         new = exc_mod.removed(text, name)
         what = f"removed exception {name}"
     else:
@@ -406,6 +402,7 @@ def exceptions_command(cfg: Config, args: argparse.Namespace) -> int:
             if "\n" in getattr(args, flag):
                 raise ConfigError(f"exceptions add: --{flag} must be one line")
         entry = exc_mod.Entry(_exception_name(args.name), args.owner.strip(), args.reason.strip(), until, senders)
+        text = _valid_exceptions_text(path)
         new = exc_mod.added(text, entry, replace=args.replace)
         what = f"added exception {entry.name}: {entry.describe()}"
     exc_mod.parse(new, path)  # never write a file the guard would refuse
@@ -422,6 +419,18 @@ def exceptions_command(cfg: Config, args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"{what} ({path})")
     return 0
+
+
+def _valid_exceptions_text(path: str) -> str:
+    """The exceptions file's text ("" if missing); it must be valid before it is edited."""
+    from .exceptions import parse
+
+    try:
+        text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    parse(text, path)
+    return text
 
 
 def _exception_name(raw: str) -> str:
