@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import signal
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -125,44 +124,6 @@ class ExportService:
         self.export.close()
 
 
-class ExceptionService:
-    """Ends exceptions on time: every second, a snapshot without the expired ones replaces the policy in force
-    (no reload: a broken zone file cannot keep an exception alive), and the exception gauges are set."""
-
-    name = "exceptions"
-
-    def __init__(self, holder: PolicyHolder, metrics: metrics_mod.Metrics, clock: Callable[[], float]) -> None:
-        self.holder, self.metrics, self.clock = holder, metrics, clock
-        self.task: asyncio.Future | None = None
-
-    def tick(self) -> None:
-        from .exceptions import SOON
-        from .policy import expire
-
-        now = self.clock()
-        policy = self.holder.current()
-        newer = expire(policy, now)
-        if newer is not None and self.holder.current() is policy:
-            self.holder.policy = newer  # one assignment, as a reload swaps
-            log.info("exceptions expired generation=%d active=%d", newer.generation, len(newer.exceptions.active(now)))
-        exceptions = self.holder.current().exceptions
-        self.metrics.exceptions_active.set(len(exceptions.active(now)))
-        self.metrics.exceptions_expiring.set(exceptions.expiring(now, SOON))
-
-    async def run(self) -> None:
-        while True:
-            self.tick()
-            await asyncio.sleep(1.0)
-
-    async def start(self) -> None:
-        self.tick()
-        self.task = asyncio.ensure_future(self.run())
-
-    async def stop(self, grace: float) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
 class App:
     """Everything `serve` runs, built from one Config; run() starts the services and waits for a signal."""
 
@@ -206,17 +167,19 @@ class App:
         self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
         if cfg.metrics:
             self.services.append(MetricsService(cfg, metrics))
+        if cfg.policy_listen:  # off by default
+            from .policy_service import PolicyService
+
+            self.services.append(PolicyService(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
+        from .expiry import ExceptionService
+
+        self.services.append(ExceptionService(holder, metrics))  # exceptions end on time, without a reload
         if export is not None:
             self.services.append(ExportService(export))
         if cfg.smtp_sink_listen:  # off by default
             from .smtp_sink import SmtpSink
 
             self.services.append(SmtpSink(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
-        if cfg.policy_listen:  # off by default
-            from .policy_service import PolicyService
-
-            self.services.append(PolicyService(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
-        self.services.append(ExceptionService(holder, metrics, time.time))
         self.services.append(WatcherService(holder))
         self.started: list[Service] = []
 
