@@ -73,10 +73,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="upstream resolver (repeat; default: /etc/resolv.conf)",
     )
-    s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
-    s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
-    s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    s.add_argument("--events", metavar="FILE", help='block event log: "-" stdout (default), a file, "" off')
     s.add_argument(
         "--policy-listen",
         dest="policy_listen",
@@ -85,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="answer Postfix policy delegation (check_policy_service) there (repeat; default off)",
     )
+    s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
+    s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
+    s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument("--events", metavar="FILE", help='block event log: "-" stdout (default), a file, "" off')
 
     c = sub.add_parser("check", help="would this name be blocked? exit 0 allowed, 1 blocked")
     common(c)

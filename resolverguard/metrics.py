@@ -110,6 +110,15 @@ class Metrics:
         self.sink_sessions_refused = t.counter(
             "resolverguard_sink_sessions_refused_total", "SMTP sink connections answered 421: session cap reached"
         )
+        self.internal_errors = t.counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions")
+        self.reloads = t.counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"])
+        self.last_reload = t.gauge(
+            "resolverguard_policy_last_reload_timestamp_seconds", "Unix time of the last successful policy load"
+        )
+        self.rules = t.gauge("resolverguard_policy_rules", "Override rules loaded, by zone", ["zone"])
+        self.protected = t.gauge("resolverguard_protected_domains", "Protected domains loaded")
+        self.build_info = t.gauge("resolverguard_build_info", "Build metadata; always 1", ["version"])
+        self.build_info.labels(__version__).set(1)
         self.submission_refusals = t.counter(
             "resolverguard_submission_refusals_total",
             "Recipients the policy service refused at RCPT, by the protected domain they resemble",
@@ -128,15 +137,6 @@ class Metrics:
         self.exceptions_expiring = t.gauge(
             "resolverguard_exceptions_expiring", "Exceptions in force that end within 7 days", mode="max"
         )
-        self.internal_errors = t.counter("resolverguard_internal_errors_total", "Bugs: unexpected exceptions")
-        self.reloads = t.counter("resolverguard_policy_reloads_total", "Policy loads by result", ["result"])
-        self.last_reload = t.gauge(
-            "resolverguard_policy_last_reload_timestamp_seconds", "Unix time of the last successful policy load"
-        )
-        self.rules = t.gauge("resolverguard_policy_rules", "Override rules loaded, by zone", ["zone"])
-        self.protected = t.gauge("resolverguard_protected_domains", "Protected domains loaded")
-        self.build_info = t.gauge("resolverguard_build_info", "Build metadata; always 1", ["version"])
-        self.build_info.labels(__version__).set(1)
         for kind in MALFORMED:
             self.malformed.labels(kind)
         for result in ("success", "failure"):
