@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
 import json
 import logging
@@ -12,7 +11,6 @@ import re
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -218,7 +216,7 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         "learned": m.learned if m else None,  # the protected label was learned from upstream answers
         "reason": decision.reason or None,
     }
-    granted = policy.exceptions.for_domain(name, time.time()) if hit and hit.zone == "exceptions" else None
+    granted = policy.exceptions.for_domain(name, _now()) if hit and hit.zone == "exceptions" else None
     if granted is not None:  # let through by an exception: say whose, until when and why
         result["reason"] = result["exception"] = granted.describe()
     if args.json:
@@ -262,7 +260,7 @@ def lint(cfg: Config, args: argparse.Namespace) -> int:
     for warning in policy_warnings(cfg, policy.guard):
         print(f"warning: {warning}")
     for entry in policy.exceptions.entries:
-        if not entry.active(time.time()):
+        if not entry.active(_now()):
             print(
                 f"warning: {policy.exceptions.path}:{entry.line}: exception {entry.name} expired {entry.until_text()}"
             )
@@ -370,10 +368,12 @@ def _run(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
 
 def exceptions_command(cfg: Config, args: argparse.Namespace) -> int:
     """exceptions add|list|remove: edit zones/exceptions.toml (comments kept), validated, replaced atomically."""
+    import contextlib
+
     from . import exceptions as exc_mod
 
     path = os.path.join(cfg.zones_dir, exc_mod.FILE_NAME)
-    now = time.time()
+    now = _now()
     if args.action == "list":
         current = exc_mod.load(path)
         if args.json:
@@ -419,6 +419,12 @@ def exceptions_command(cfg: Config, args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"{what} ({path})")
     return 0
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
 
 
 def _valid_exceptions_text(path: str) -> str:
