@@ -178,6 +178,13 @@ class App:
         self.services: list[Service] = [DnsService(cfg, self.server, reuse_port)]
         if cfg.metrics:
             self.services.append(MetricsService(cfg, metrics))
+        if cfg.policy_listen:  # off by default
+            from .policy_service import PolicyService
+
+            self.services.append(PolicyService(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
+        from .expiry import ExceptionService
+
+        self.services.append(ExceptionService(holder, metrics))  # exceptions end on time, without a reload
         if export is not None:
             self.services.append(ExportService(export))
         if cfg.smtp_sink_listen:  # off by default

@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="upstream resolver (repeat; default: /etc/resolv.conf)",
     )
+    s.add_argument(
+        "--policy-listen",
+        dest="policy_listen",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="answer Postfix policy delegation (check_policy_service) there (repeat; default off)",
+    )
     s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
     s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
     s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -104,6 +112,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="with --check-secondary: the running guard (default: the config's first listen address)",
     )
+    x = sub.add_parser("exceptions", help="exceptions with an owner, a reason and an expiry (zones/exceptions.toml)")
+    xs = x.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    xa = xs.add_parser("add", help="let NAME (and names below it) through until WHEN")
+    common(xa)
+    xa.add_argument("name", metavar="NAME")
+    xa.add_argument("--owner", help="who asked (person, team, ticket)")
+    xa.add_argument("--reason", help="why")
+    xa.add_argument("--until", metavar="WHEN", help="ISO 8601 date (end of that day, UTC) or date-time")
+    xa.add_argument(
+        "--sender",
+        dest="senders",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="only for this envelope sender or SASL user, in the policy service (repeat)",
+    )
+    xa.add_argument("--replace", action="store_true", help="replace an exception of the same name")
+    xl = xs.add_parser("list", help="list the exceptions (expired ones marked)")
+    common(xl)
+    xl.add_argument("--json", action="store_true")
+    xr = xs.add_parser("remove", help="remove the exception NAME")
+    common(xr)
+    xr.add_argument("name", metavar="NAME")
     return p
 
 
@@ -118,6 +149,7 @@ _CONFIG_KEYS = (
     "protect",
     "allow",
     "allow_empty",
+    "policy_listen",
 )
 
 
@@ -145,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.command == "serve":
             return serve(cfg, args)
-        code = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
-            cfg, args
-        )
+        commands = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}
+        commands["exceptions"] = exceptions_command
+        code = commands[args.command](cfg, args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
     except ResolverGuardError as exc:
@@ -190,8 +222,13 @@ def check(cfg: Config, args: argparse.Namespace) -> int:
         "learned": m.learned if m else None,  # the protected label was learned from upstream answers
         "reason": decision.reason or None,
     }
+    granted = policy.exceptions.for_domain(name, _now()) if hit and hit.zone == "exceptions" else None
+    if granted is not None:  # let through by an exception: say whose, until when and why
+        result["reason"] = result["exception"] = granted.describe()
     if args.json:
         print(json.dumps(result))
+    elif granted is not None:
+        print(f"{name}: allowed ({granted.describe()})")
     else:
         learned = f" [label {m.protected.split('.', 1)[0]} learned from upstream answers]" if m and m.learned else ""
         print(
@@ -246,6 +283,11 @@ def lint(cfg: Config, args: argparse.Namespace) -> int:
             print(f"warning: {warning}")
     for warning in policy_warnings(cfg, policy.guard):
         print(f"warning: {warning}")
+    for entry in policy.exceptions.entries:
+        if not entry.active(_now()):
+            print(
+                f"warning: {policy.exceptions.path}:{entry.line}: exception {entry.name} expired {entry.until_text()}"
+            )
     print(
         f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
         f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains"
@@ -346,3 +388,85 @@ def _run(cfg: Config, args: argparse.Namespace, reuse_port: bool) -> int:
 
     overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if hasattr(args, k)}
     return run(cfg, reread_config(cfg.config_path, overrides), reuse_port=reuse_port)
+
+
+def exceptions_command(cfg: Config, args: argparse.Namespace) -> int:
+    """exceptions add|list|remove: edit zones/exceptions.toml (comments kept), validated, replaced atomically."""
+    import contextlib
+
+    from . import exceptions as exc_mod
+
+    path = os.path.join(cfg.zones_dir, exc_mod.FILE_NAME)
+    now = _now()
+    if args.action == "list":
+        current = exc_mod.load(path)
+        if args.json:
+            print(json.dumps([e.as_json(now) for e in current.entries], indent=1))
+        else:
+            for line in exc_mod.describe_all(current.entries, now):
+                print(line)
+        return 0
+    if args.action == "remove":
+        name = _exception_name(args.name)
+        text = _valid_exceptions_text(path)
+        new = exc_mod.removed(text, name)
+        what = f"removed exception {name}"
+    else:
+        for flag in ("owner", "reason", "until"):
+            if not (getattr(args, flag) or "").strip():
+                raise ConfigError(f"exceptions add: --{flag} is required")
+        try:
+            until = exc_mod.parse_when(args.until)
+            senders = tuple(exc_mod.check_sender(s) for s in args.senders)
+        except ValueError as exc:
+            raise ConfigError(f"exceptions add: {exc}") from None
+        if until <= now:
+            raise ConfigError(f"exceptions add: --until {args.until} is in the past ({exc_mod.iso(until)})")
+        for flag in ("owner", "reason"):
+            if "\n" in getattr(args, flag):
+                raise ConfigError(f"exceptions add: --{flag} must be one line")
+        entry = exc_mod.Entry(_exception_name(args.name), args.owner.strip(), args.reason.strip(), until, senders)
+        text = _valid_exceptions_text(path)
+        new = exc_mod.added(text, entry, replace=args.replace)
+        what = f"added exception {entry.name}: {entry.describe()}"
+    exc_mod.parse(new, path)  # never write a file the guard would refuse
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{exc_mod.FILE_NAME}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(new)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # the running guard reads the old file or the new one, never half
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"{what} ({path})")
+    return 0
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _valid_exceptions_text(path: str) -> str:
+    """The exceptions file's text ("" if missing); it must be valid before it is edited."""
+    from .exceptions import parse
+
+    try:
+        text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    parse(text, path)
+    return text
+
+
+def _exception_name(raw: str) -> str:
+    from .exceptions import check_name
+
+    try:
+        return check_name(raw)
+    except ValueError as exc:
+        raise ConfigError(f"exceptions: {exc}") from None

@@ -251,6 +251,17 @@ class Config:
     smtp_sink_command_timeout: float = setting("smtp_sink.command_timeout", number(gt=0), 30.0)  # idle timeout
     smtp_sink_session_timeout: float = setting("smtp_sink.session_timeout", number(gt=0), 120.0)  # whole session
     smtp_sink_max_commands: int = setting("smtp_sink.max_commands", number(int, ge=1), 100)  # per command, then 421
+    policy_listen: tuple[Endpoint, ...] = setting("policy.listen", listed(endpoint(10040)), ())  # (): off
+    policy_mode: str = setting("policy.mode", choice(*SinkMode), SinkMode.REJECT)  # 5xx now | 4xx to retry
+    policy_template: str = setting(
+        "policy.template",
+        sink_template,
+        "{domain} resembles the protected domain {protected} ({typo_class}). Did you mean <{suggestion}>? "
+        "Not sent; contact IT if you really mean {domain}.",
+    )
+    policy_max_connections: int = setting("policy.max_connections", number(int, ge=1), 256)
+    policy_idle_timeout: float = setting("policy.idle_timeout", number(gt=0), 330.0)  # > Postfix's max_idle 300 s
+    policy_request_timeout: float = setting("policy.request_timeout", number(gt=0), 10.0)  # one whole request
     cache_entries: int = setting("cache.entries", number(int, ge=0), 100_000)
     cache_bytes: int = setting("cache.bytes", number(int, ge=0), 64 * 1024 * 1024)
     cache_max_ttl: int = setting("cache.max_ttl", number(int, ge=0), 86_400)

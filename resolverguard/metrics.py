@@ -138,6 +138,24 @@ class Metrics:
         self.protected = t.gauge("resolverguard_protected_domains", "Protected domains loaded")
         self.build_info = t.gauge("resolverguard_build_info", "Build metadata; always 1", ["version"])
         self.build_info.labels(__version__).set(1)
+        self.submission_refusals = t.counter(
+            "resolverguard_submission_refusals_total",
+            "Recipients the policy service refused at RCPT, by the protected domain they resemble",
+            ["protected_domain", "typo_class", "mode"],
+        )
+        self.policy_requests = t.counter(
+            "resolverguard_policy_requests_total", "Policy service requests answered, by reply", ["reply"]
+        )
+        self.policy_errors = t.counter(
+            "resolverguard_policy_errors_total", "Policy service requests refused and closed, by problem", ["kind"]
+        )
+        self.policy_connections = t.gauge(
+            "resolverguard_policy_connections", "Open policy service connections", mode="sum"
+        )
+        self.exceptions_active = t.gauge("resolverguard_exceptions_active", "Exceptions in force", mode="max")
+        self.exceptions_expiring = t.gauge(
+            "resolverguard_exceptions_expiring", "Exceptions in force that end within 7 days", mode="max"
+        )
         for kind in MALFORMED:
             self.malformed.labels(kind)
         for result in ("success", "failure"):
@@ -214,6 +232,20 @@ class Metrics:
             for entry in entries:
                 for cls in classes:
                     self.sink_rejections.labels(entry, cls, mode)
+
+    def declare_submission(self, entries: Iterable[str], typo_classes: Iterable[str]) -> None:
+        """The policy service's series at 0: refusals per protected entry, class and mode; replies; problems."""
+        from .delegation import PROBLEMS, REPLIES
+
+        classes = list(typo_classes)
+        for mode in SinkMode:
+            for entry in entries:
+                for cls in classes:
+                    self.submission_refusals.labels(entry, cls, mode)
+        for reply in REPLIES:
+            self.policy_requests.labels(reply)
+        for kind in PROBLEMS:
+            self.policy_errors.labels(kind)
 
     def declare_upstreams(self, names: Iterable[str]) -> None:
         for name in names:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import names
 from .codes import QTYPE_NUMBERS, Action, Qtype, TypoPolicy, Verdict
-from .rpz import PolicyTable, RpzHit
+from .exceptions import EMPTY as NO_EXCEPTIONS
+from .exceptions import ZONE as EXCEPTIONS_ZONE
+from .exceptions import Exceptions
+from .rpz import PolicyTable, RpzHit, RpzZone
 from .typo import TypoGuard, TypoMatch
 
 ANY = QTYPE_NUMBERS[Qtype.ANY]
@@ -48,6 +51,7 @@ class Policy:
     domain_actions: Mapping[str, str] = field(default_factory=dict)  # protected domain -> action
     typo_qtypes: frozenset[int] = DEFAULT_TYPO_QTYPES
     generation: int = 0
+    exceptions: Exceptions = NO_EXCEPTIONS  # all entries; the active domain-wide ones are also the exceptions zone
     client_dependent: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +84,13 @@ class Policy:
             return Decision(Action.FORWARD, Verdict.LOGGED_TYPO, typo=match)
         return Decision(action, Verdict.BLOCKED_TYPO, typo=match)
 
+    def mail_match(self, domain: str, now: float) -> TypoMatch | None:
+        """The typo match of a recipient domain for the sink: None when not a neighbour or a domain-wide
+        exception covers it (the exception hook; the exceptions zone does the same for DNS)."""
+        if self.exceptions.for_domain(domain, now) is not None:
+            return None
+        return self.guard.find_neighbour(domain)
+
     def entry_of(self, match: TypoMatch) -> str:
         """The protected entry as configured that a match falls under: mil for navy.mil, else the domain."""
         return next((p for p in names.parents(match.protected) if p in self.guard.protected), match.protected)
@@ -101,3 +112,33 @@ def _address(client: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
         return ipaddress.ip_address(client.split("%")[0])
     except ValueError:
         return None
+
+
+def exception_zone(exceptions: Exceptions, now: float) -> RpzZone:
+    """The passthru zone of the exceptions active at `now`: first in the table, so it beats every override."""
+    from .rpz import load_rpz_text
+
+    return load_rpz_text(exceptions.rpz_text(now), exceptions.path or EXCEPTIONS_ZONE, name=EXCEPTIONS_ZONE)
+
+
+def with_exceptions(table: PolicyTable, exceptions: Exceptions, now: float) -> PolicyTable:
+    """table with its exceptions zone (re)built for `now`, in front of the other zones."""
+    others = [z for z in table.zones if z.name != EXCEPTIONS_ZONE]
+    return PolicyTable([exception_zone(exceptions, now), *others])
+
+
+def expire(policy: Policy, now: float) -> Policy | None:
+    """A new snapshot without the domain-wide exceptions that ended by `now`; None when none did.
+
+    The running guard calls this every second: expiry needs no reload, and the new snapshot empties every
+    memo (policy stage, fast path) and gives the export a new serial, as a reload would.
+    """
+    zone = next((z for z in policy.table.zones if z.name == EXCEPTIONS_ZONE), None)
+    if zone is None:
+        return None
+    wanted = {e.name for e in policy.exceptions.active(now) if e.domain_wide}
+    if wanted == {r.owner for r in zone.rules if not r.owner.startswith("*.")}:
+        return None
+    return replace(
+        policy, table=with_exceptions(policy.table, policy.exceptions, now), generation=policy.generation + 1
+    )

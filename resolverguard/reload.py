@@ -6,16 +6,18 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from . import config as config_mod
+from . import exceptions as exceptions_mod
 from . import names
 from .codes import OTHER_QTYPE
 from .config import QTYPE_NUMBERS, Config
 from .errors import ConfigError
 from .metrics import QTYPES, Metrics
-from .policy import Policy
+from .policy import Policy, with_exceptions
 from .rpz import PolicyTable, load_zone_dir
 from .typo import TypoGuard, learned, load_domain_list
 from .wire import Query
@@ -84,8 +86,13 @@ def load_policy(cfg: Config, generation: int = 0) -> Policy:
             f"nothing to protect: no domain in {Path(cfg.zones_dir) / '*.protect'}, protect or "
             "--protect; give --allow-empty (or allow_empty = true) to run without protection"
         )
+    table = PolicyTable(zones)
+    exceptions = exceptions_mod.load(str(Path(cfg.zones_dir) / exceptions_mod.FILE_NAME)) if cfg.zones_dir else None
+    if exceptions is not None and os.path.exists(exceptions.path):  # the exceptions zone, first: they beat overrides
+        table = with_exceptions(table, exceptions, time.time())
     return Policy(
-        table=PolicyTable(zones),
+        table=table,
+        exceptions=exceptions or exceptions_mod.EMPTY,
         guard=guard,
         typo_action=cfg.typo_action,
         domain_actions=dict(cfg.domain_actions),

@@ -104,7 +104,7 @@ def refusal(recipient: str, policy: Policy, mode: str, template: str) -> Refusal
         domain = names.query_text(domain_text) if at and local else ""
     except ValueError:
         domain = ""
-    match = policy.guard.find_neighbour(domain) if domain else None
+    match = policy.mail_match(domain, time.time()) if domain else None  # domain-wide exceptions too
     if match is None:  # not a typo-neighbour: nothing to suggest, and this host relays nothing
         return Refusal(
             550, "5.1.1", f"<{recipient}>: no such mailbox here; this host accepts no mail. Not delivered.", recipient

@@ -236,7 +236,9 @@ def test_dashboard_and_alert_queries_return_data_from_a_real_prometheus(upstream
     shutil.copy(ROOT / "zones" / "10-overrides.rpz", zones)  # an override zone: rules and rpz_hits series
     metrics_port = free_port()
     config = tmp_path / "guard.toml"  # the SMTP sink on: its panel and alert read its series too
-    config.write_text(f'[smtp_sink]\nlisten = ["127.0.0.1:{free_port()}"]\n')
+    config.write_text(  # the policy service on too: its panels and alert read its series
+        f'[smtp_sink]\nlisten = ["127.0.0.1:{free_port()}"]\n[policy]\nlisten = ["127.0.0.1:{free_port()}"]\n'
+    )
     guard = start_guard(
         "--config",
         str(config),

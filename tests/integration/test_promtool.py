@@ -125,6 +125,52 @@ tests:
               description: >-
                 No target of job "resolverguard" exports resolverguard_build_info: the scrape configuration is
                 missing, or no instance is up.
+
+  - interval: 1m
+    input_series:
+      - series: 'resolverguard_submission_refusals_total{job="resolverguard",instance="mx1:9153",
+                 protected_domain="army.mil",typo_class="tld_typo",mode="reject"}'
+        values: '0 0 0 1 1 1 1 1 1 1 1 1'
+      - series: 'resolverguard_submission_refusals_total{job="resolverguard",instance="mx1:9153",
+                 protected_domain="gmail.com",typo_class="tld_typo",mode="reject"}'
+        values: '0x12'
+      - series: 'resolverguard_exceptions_expiring{job="resolverguard",instance="mx1:9153"}'
+        values: '0 0 1 1 0'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: ResolverGuardSubmissionRefused
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: ResolverGuardSubmissionRefused
+        exp_alerts:
+          - exp_labels: {severity: warning, job: resolverguard, instance: "mx1:9153",
+                         protected_domain: army.mil, typo_class: tld_typo, mode: reject}
+            exp_annotations:
+              summary: Submission to a typo-neighbour of army.mil refused at RCPT
+              description: >-
+                mx1:9153's policy service refused about 1 recipients in 5 minutes
+                whose domain resembles army.mil (typo class tld_typo, mode
+                reject) while the sender's mail client was connected: the sender read "Did you mean ...?".
+                The event log (event submission_refusal) names the sender, SASL user and client.
+      - eval_time: 11m
+        alertname: ResolverGuardSubmissionRefused
+        exp_alerts: []
+      - eval_time: 1m
+        alertname: ResolverGuardExceptionsExpiringSoon
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: ResolverGuardExceptionsExpiringSoon
+        exp_alerts:
+          - exp_labels: {severity: info, job: resolverguard, instance: "mx1:9153"}
+            exp_annotations:
+              summary: 1 exception(s) end within 7 days
+              description: >-
+                mx1:9153 has exceptions (zones/exceptions.toml) that end within 7 days; after that the
+                names are blocked again. Renew them (resolverguard exceptions add NAME --replace ...) or tell their
+                owners (resolverguard exceptions list).
+      - eval_time: 4m
+        alertname: ResolverGuardExceptionsExpiringSoon
+        exp_alerts: []
 """
 
 
