@@ -76,7 +76,8 @@ class MetricsService:
         try:
             metrics_mod.serve(self.metrics.registry, self.cfg.metrics.host, self.cfg.metrics.port)
         except OSError as exc:
-            raise ConfigError(f"cannot listen for /metrics on {self.cfg.metrics}: {os_reason(exc)}") from None
+            reason = os_reason(exc, "web server or Prometheus exporter")
+            raise ConfigError(f"cannot listen for /metrics on {self.cfg.metrics}: {reason}") from None
         log.info("metrics address=%s port=%d path=/metrics", self.cfg.metrics.host, self.cfg.metrics.port)
 
     async def stop(self, grace: float) -> None:

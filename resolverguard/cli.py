@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
-from .config import Config, Endpoint, load_config
+from .config import Config, Endpoint, load_config, refuse_forwarding_loop
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
@@ -278,34 +275,6 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
 
         return supervise(cfg, lambda worker_cfg: _worker(worker_cfg, args))
     return _run(cfg, args, reuse_port=False)
-
-
-def refuse_forwarding_loop(listen: Iterable[Endpoint], upstreams: Iterable[Endpoint]) -> None:
-    """An upstream that is one of our own listen addresses would send every query back to us, forever."""
-    for up in upstreams:
-        for ep in listen:
-            if up.port == ep.port and _same_host(ep.host, up.host):
-                raise ConfigError(
-                    f"upstream {up} is this guard's own listen address {ep} (a forwarding loop; "
-                    "/etc/resolv.conf points at the guard?): give other upstreams"
-                )
-
-
-def _same_host(listen_host: str, host: str) -> bool:
-    """Does a socket bound to listen_host receive what is sent to host? (0.0.0.0: every local IPv4 address.)"""
-    a, b = ipaddress.ip_address(listen_host.split("%")[0]), ipaddress.ip_address(host.split("%")[0])
-    if a == b:
-        return True
-    if not a.is_unspecified or a.version != b.version:
-        return False
-    if b.is_loopback or b.is_unspecified:
-        return True
-    with socket.socket(socket.AF_INET6 if b.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, 0))  # only an address of this host can be bound
-        except OSError:
-            return False
-    return True
 
 
 def _worker(cfg: Config, args: argparse.Namespace) -> int:

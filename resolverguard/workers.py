@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .config import Config, Endpoint
-from .errors import ConfigError
+from .errors import ConfigError, os_reason
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0  # seconds before a worker that died is started again
@@ -85,7 +85,14 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     if cfg.metrics:
-        metrics_mod.serve(None, cfg.metrics.host, cfg.metrics.port)
+        try:
+            metrics_mod.serve(None, cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            forward(signal.SIGTERM, None)
+            for pid in list(children):
+                os.waitpid(pid, 0)
+            reason = os_reason(exc, "web server or Prometheus exporter")
+            raise ConfigError(f"cannot listen for /metrics on {cfg.metrics}: {reason}") from None
         log.info(
             "metrics address=%s port=%d path=/metrics workers=%d",
             cfg.metrics.host,

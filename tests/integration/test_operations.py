@@ -250,10 +250,12 @@ def test_start_up_errors_say_which_listener_and_why(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        one_line_exit_2(
-            run(*serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path),
-            f"cannot listen for /metrics on 127.0.0.1:{port}: port in use",
-        )
+        for workers in ("1", "2"):
+            done = run(
+                *serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", "--workers", workers, cwd=tmp_path
+            )
+            one_line_exit_2(done, f"cannot listen for /metrics on 127.0.0.1:{port}: port in use (another web server")
+            assert "DNS server" not in done.stderr
     one_line_exit_2(
         run(
             "serve",
@@ -300,7 +302,11 @@ def test_an_upstream_that_is_our_own_listen_address_is_refused(tmp_path, listen,
         upstream.format(p=port),
         cwd=tmp_path,
     )
-    one_line_exit_2(done, f"upstream {upstream.format(p=port)} is this guard's own listen address", "forwarding loop")
+    one_line_exit_2(
+        done,
+        f"upstream {upstream.format(p=port)} would conflict with this guard's own listen address",
+        "forwarding loop",
+    )
 
 
 def test_other_upstreams_are_no_loop():
