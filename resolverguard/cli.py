@@ -70,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
     s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
-    s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument(
+        "--log-level", dest="log_level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="any case"
+    )
+    s.add_argument(
+        "--log-format", dest="log_format", type=str.lower, choices=["text", "json"], help="the daemon log on stderr"
+    )
     s.add_argument("--events", metavar="FILE", help='block event log: "-" stdout (default), a file, "" off')
 
     c = sub.add_parser("check", help="would this name be blocked? exit 0 allowed, 1 blocked")
@@ -107,6 +112,7 @@ _CONFIG_KEYS = (
     "metrics",
     "workers",
     "log_level",
+    "log_format",
     "events",
     "zones_dir",
     "protect",
@@ -212,13 +218,26 @@ def neighbours(cfg: Config, args: argparse.Namespace) -> int:
 def lint(cfg: Config, args: argparse.Namespace) -> int:
     from .reload import load_policy, policy_files, policy_warnings
 
-    policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
+    printed: dict[str, None] = {}  # in order, each once
+    logged: list[logging.LogRecord] = []
+    catch = logging.Handler(logging.WARNING)
+    catch.emit = logged.append  # type: ignore[method-assign]  # lint prints each warning once, on stdout
+    package = logging.getLogger("resolverguard")
+    package.addHandler(catch)
+    try:
+        policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
+    finally:
+        package.removeHandler(catch)
     files = policy_files(cfg)
     for zone in policy.table.zones:
-        for warning in getattr(zone, "warnings", ()):
-            print(f"warning: {warning}")
-    for warning in policy_warnings(cfg, policy.guard):
+        printed.update(dict.fromkeys(getattr(zone, "warnings", ())))
+    printed.update(dict.fromkeys(policy_warnings(cfg, policy.guard)))
+    for warning in printed:
         print(f"warning: {warning}")
+    for record in logged:  # what else the load warned about (e.g. unreadable learned labels), not said above
+        message = record.getMessage()
+        if message not in printed and not any(w in message for w in printed):
+            print(f"warning: {message}")
     print(
         f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
         f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains"
@@ -266,7 +285,7 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     from .logsetup import setup_logging
     from .upstream import from_resolv_conf
 
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_format)
     for overridden in cfg.overridden:
         log.warning("flag wins over the config file: %s", overridden)
     refuse_forwarding_loop(cfg.listen, cfg.upstreams or [Endpoint(u.host, u.port) for u in from_resolv_conf()])

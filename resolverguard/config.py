@@ -265,6 +265,7 @@ class Config:
     ratelimit_exempt: tuple[str, ...] = setting("ratelimit.exempt", listed(network), ())
     ratelimit_action: str = setting("ratelimit.action", choice(*RATELIMIT_ACTIONS), Action.REFUSED)
     log_level: str = setting("log.level", choice(*LOG_LEVELS, fold=str.upper), "INFO")
+    log_format: str = setting("log.format", choice("text", "json", fold=str.lower), "text")  # the daemon's own log
     events: str = setting("log.events", text, "-")  # block event log: "-" stdout, a path, or "" off
     export_origin: str = setting("export.origin", domain_text, "rpz.resolverguard.")
     export_clients: tuple[str, ...] = setting("export.clients", listed(network), ("127.0.0.0/8", "::1/128"))

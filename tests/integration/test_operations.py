@@ -144,7 +144,7 @@ def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProce
 
 def one_line_exit_2(done: subprocess.CompletedProcess, *expected: str) -> None:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    errors = [line for line in done.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\d .* level=INFO ", line)]
+    errors = [line for line in done.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\dT.* level=INFO ", line)]
     assert len(errors) == 1 and errors[0].startswith("resolverguard: error: "), done.stderr  # start-up INFO aside
     for text in expected:
         assert text in errors[0], done.stderr
