@@ -176,6 +176,7 @@ class App:
             self.services.append(SmtpSink(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
         self.services.append(WatcherService(holder))
         self.started: list[Service] = []
+        self.stopping = asyncio.Event()  # set by SIGTERM or SIGINT (handlers installed by start())
 
     async def start(self) -> None:
         try:
@@ -186,6 +187,9 @@ class App:
         for service in self.services:
             await service.start()
             self.started.append(service)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before "started": a supervisor may signal as soon as it reads it
+            loop.add_signal_handler(sig, self.stopping.set)
         log.info(
             "started version=%s upstreams=%s zones_dir=%s services=%s",
             __version__,
@@ -207,11 +211,7 @@ class App:
             await self.stop()
             raise
         gc.freeze()  # the start-up objects (policy, index, modules) leave the collector's scans: shorter pauses
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await self.stopping.wait()
         await self.stop()
         return 0
 

@@ -133,9 +133,15 @@ class Journal:
         if serial is None:
             return None
         if self._snapshot is None or self._snapshot[0] != serial:
-            with self._locked():
+            with self._locked():  # only to pair the serial with its file: opened here, read and parsed unlocked
                 serial = self.serial
-                self._snapshot = (serial, [_record(line) for line in self._lines(self.dir / "snapshot")])
+                try:
+                    fh = open(self.dir / "snapshot", encoding="utf-8")  # noqa: SIM115 (closed below)
+                except FileNotFoundError:
+                    fh = None
+            with contextlib.closing(fh) if fh else contextlib.nullcontext():
+                lines = fh.read().splitlines() if fh else []  # a publish replaces the file, never this open one
+            self._snapshot = (serial, [_record(line) for line in lines])
         return self._snapshot
 
     def deltas(self, since: int) -> list[Delta] | None:

@@ -478,3 +478,23 @@ def test_the_intros_examples_are_blocked_with_the_shipped_defaults(tmp_path):
     assert narrow, with_domain
     zones_with(tmp_path, f"{narrow[2]}\n")
     assert run("check", "--zones", "zones", narrow[1], cwd=tmp_path).returncode == 1
+
+
+def test_the_examples_in_the_shipped_protect_file_are_blocked(tmp_path):
+    header = (ROOT / "zones" / "default.protect").read_text().split("are blocked:", 1)[1].split("\n#   (")[0]
+    names = re.findall(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+\b", header)
+    assert "army.ml" in names and len(names) >= 5, names
+    for name in names:
+        done = run("check", "--zones", str(ROOT / "zones"), name, cwd=tmp_path)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+
+
+def test_the_readme_adds_a_prometheus_job_instead_of_overwriting_the_config():
+    readme = (ROOT / "README.md").read_text()
+    assert not re.search(r"cp [^\n]*prometheus\.yml[^\n]* /etc/prometheus/", readme), "overwrites prometheus.yml"
+    job = re.search(r"scrape_configs:\n(  - job_name: resolverguard\n(?:    .*\n)+)", readme)
+    assert job, "the job to add"
+    shipped = (ROOT / "grafana" / "prometheus" / "prometheus.yml").read_text()
+    assert "\n".join(x for x in job[1].splitlines() if not x.strip().startswith("#")) in "\n".join(
+        x for x in shipped.splitlines() if not x.strip().startswith("#")
+    )
