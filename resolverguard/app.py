@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -175,6 +177,21 @@ class App:
 
             self.services.append(SmtpSink(cfg, holder.current, lambda: holder.cfg, metrics, reuse_port))
         self.services.append(WatcherService(holder))
+        self.cache, self.pool, self.export, self.version = cache, pool, export, __version__
+        self.started_at = time.time()
+        from .control import ControlService, control_path, status_of
+
+        if path := control_path(cfg):  # `resolverguard status` / `reload` (control.py); last: answers once all runs
+            worker = int(os.environ.get("RESOLVERGUARD_WORKER", "0"))  # set by workers.py in each worker
+
+            async def reload_now() -> dict:
+                ok = await holder.reload()
+                last = holder.last_reload or {}
+                return {"ok": ok, "error": last.get("error"), "generation": holder.current().generation}
+
+            self.services.append(
+                ControlService(path, lambda: status_of(self, worker), reload_now, required=bool(cfg.control_socket))
+            )
         self.started: list[Service] = []
         self.stopping = asyncio.Event()  # set by SIGTERM or SIGINT (handlers installed by start())
 

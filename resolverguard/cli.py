@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="check config, lists and zones; exit 2 on any error")
     common(lint)
 
+    st = sub.add_parser("status", help="ask the running guard how it is: exit 0 serving, 1 degraded, 2 unreachable")
+    st.add_argument(
+        "--config", "-c", metavar="FILE", help=f"the config file it was started with (default: {DEFAULT_CONFIG})"
+    )
+    st.add_argument("--json", action="store_true", help="one JSON object: {socket: status of each worker}")
+    rl = sub.add_parser("reload", help="reload the running guard's policy and wait: exit 0 done, 1 refused")
+    rl.add_argument(
+        "--config", "-c", metavar="FILE", help=f"the config file it was started with (default: {DEFAULT_CONFIG})"
+    )
+
     e = sub.add_parser("export-rpz", help="write the effective policy as one RPZ zone")
     common(e)
     e.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
@@ -142,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.command == "serve":
             return serve(cfg, args)
-        code = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}[args.command](
-            cfg, args
-        )
+        commands = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}
+        commands.update(status=status, reload=reload)
+        code = commands[args.command](cfg, args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
     except ResolverGuardError as exc:
@@ -243,6 +253,52 @@ def lint(cfg: Config, args: argparse.Namespace) -> int:
         f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains"
     )
     return 0
+
+
+def _control_sockets(cfg: Config) -> tuple[str, list[str]]:
+    from .control import control_path, worker_paths
+
+    path = control_path(cfg)
+    if path is None:
+        raise ConfigError("no control socket: give --config FILE (the one the guard runs with), or [control] socket")
+    return path, worker_paths(path)
+
+
+def status(cfg: Config, args: argparse.Namespace) -> int:
+    """unbound-control status: every worker's status; exit 0 serving, 1 degraded, 2 unreachable."""
+    from .control import ask, exit_code, render
+
+    path, sockets = _control_sockets(cfg)
+    statuses = [ask(p, "status") for p in sockets] or [{"unreachable": "no such socket (not running?)", "socket": path}]
+    if args.json:
+        print(json.dumps({s.get("socket") or p: s for p, s in zip(sockets or [path], statuses)}, indent=1))
+    else:
+        print(render(statuses))
+    return exit_code(statuses)
+
+
+def reload(cfg: Config, args: argparse.Namespace) -> int:
+    """unbound-control reload: every worker rereads config and zones; exit 0 all took it, 1 refused, 2 unreachable."""
+    from .control import ask
+
+    path, sockets = _control_sockets(cfg)
+    if not sockets:
+        sys.stderr.write(f"resolverguard: error: cannot reach the guard at {path}: no such socket (not running?)\n")
+        return 2
+    worst = 0
+    for p in sockets:
+        reply = ask(p, "reload")
+        if "unreachable" in reply or "ok" not in reply:
+            sys.stderr.write(
+                f"resolverguard: error: cannot reach the guard at {p}: {reply.get('unreachable') or reply}\n"
+            )
+            worst = 2
+        elif not reply["ok"]:
+            sys.stderr.write(f"resolverguard: error: reload refused, the last good policy stays: {reply['error']}\n")
+            worst = max(worst, 1)
+        else:
+            print(f"reloaded: {p} generation {reply['generation']}")
+    return worst
 
 
 def export_rpz(cfg: Config, args: argparse.Namespace) -> int:

@@ -273,6 +273,7 @@ class Config:
     export_notify: tuple[Endpoint, ...] = setting("export.notify", listed(endpoint(53)), ())  # sent NOTIFY
     export_state_dir: str = setting("export.state_dir", text, "")  # serial and IXFR journal; "": a temporary dir
     export_journal_versions: int = setting("export.journal_versions", number(int, ge=1), 20)
+    control_socket: str = setting("control.socket", text, "")  # "": per config file in /run/resolverguard; "off"
     config_path: str | None = None
     locations: Mapping[str, str] = field(default_factory=dict, compare=False)  # field -> "file:line"
     overridden: tuple[str, ...] = field(default=(), compare=False)  # file keys a flag replaced, for a WARNING

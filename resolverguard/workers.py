@@ -52,8 +52,11 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
 
 def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) -> int:
     from . import metrics as metrics_mod
+    from .control import control_path
 
     children: dict[int, int] = {}  # pid -> worker number
+    base = control_path(cfg)  # every worker answers `status` and `reload` on a socket of its own
+    control_sockets = {n: f"{base}.{n}" for n in range(worker_cfg.workers)} if base else {}
     state = {"stopping": False}
 
     def start(number: int) -> None:
@@ -62,8 +65,9 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
+            os.environ["RESOLVERGUARD_WORKER"] = str(number)  # its control socket is <path>.<number>
             try:
-                code = run(worker_cfg)
+                code = run(replace(worker_cfg, control_socket=control_sockets.get(number, worker_cfg.control_socket)))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             finally:
