@@ -285,7 +285,7 @@ def reload(cfg: Config, args: argparse.Namespace) -> int:
     if not sockets:
         sys.stderr.write(f"resolverguard: error: cannot reach the guard at {path}: no such socket (not running?)\n")
         return 2
-    worst = 0
+    worst, refused = 0, set()
     for p in sockets:
         reply = ask(p, "reload")
         if "unreachable" in reply or "ok" not in reply:
@@ -294,7 +294,11 @@ def reload(cfg: Config, args: argparse.Namespace) -> int:
             )
             worst = 2
         elif not reply["ok"]:
-            sys.stderr.write(f"resolverguard: error: reload refused, the last good policy stays: {reply['error']}\n")
+            if reply["error"] not in refused:  # every worker refuses the same files: say it once
+                sys.stderr.write(
+                    f"resolverguard: error: reload refused, the last good policy stays: {reply['error']}\n"
+                )
+            refused.add(reply["error"])
             worst = max(worst, 1)
         else:
             print(f"reloaded: {p} generation {reply['generation']}")

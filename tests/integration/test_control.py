@@ -57,6 +57,7 @@ def test_status_and_reload_with_two_workers(tmp_path, upstream, start_guard):
     protect.write_text("army.mil\nnot..a.name\n")
     done = cli("reload", "--config", str(config))
     assert done.returncode == 1 and "reload refused" in done.stderr and "a.protect:2" in done.stderr, done.stderr
+    assert done.stderr.count("reload refused") == 1, done.stderr  # once, not once per worker
     after = statuses(config)
     assert all(s["policy"]["protected"] == 2 for s in after.values())  # the last good policy stays
     assert all(s["policy"]["last_reload"]["ok"] is False for s in after.values())
