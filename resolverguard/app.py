@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -79,7 +80,8 @@ class MetricsService:
         try:
             metrics_mod.serve(self.metrics.registry, self.cfg.metrics.host, self.cfg.metrics.port)
         except OSError as exc:
-            raise ConfigError(f"cannot listen for /metrics on {self.cfg.metrics}: {os_reason(exc)}") from None
+            reason = os_reason(exc, "web server or Prometheus exporter")
+            raise ConfigError(f"cannot listen for /metrics on {self.cfg.metrics}: {reason}") from None
         log.info("metrics address=%s port=%d path=/metrics", self.cfg.metrics.host, self.cfg.metrics.port)
 
     async def stop(self, grace: float) -> None:
@@ -194,7 +196,36 @@ class App:
                 SinkProcess(cfg, holder.current, lambda: holder.cfg, self.sink_dir, holder.on_publish, reuse_port)
             )
         self.services.append(WatcherService(holder))
+        self.cache, self.pool, self.export, self.version = cache, pool, export, __version__
+        self.started_at = time.time()
+        from .control import ControlService, control_path, status_of
+
+        if path := control_path(cfg):  # `resolverguard status` / `reload` (control.py); last: answers once all runs
+            worker = int(os.environ.get("RESOLVERGUARD_WORKER", "0"))  # set by workers.py in each worker
+
+            async def reload_now() -> dict:
+                ok = await holder.reload()
+                last = holder.last_reload or {}
+                return {"ok": ok, "error": last.get("error"), "generation": holder.current().generation}
+
+            self.services.append(
+                ControlService(path, lambda: status_of(self, worker), reload_now, required=bool(cfg.control_socket))
+            )
+        self.holder = holder
         self.started: list[Service] = []
+        self.stopping = asyncio.Event()  # set by SIGTERM or SIGINT (handlers installed by start())
+
+    def exceptions_status(self) -> dict:
+        """The exceptions part of `resolverguard status`: those in force and those ending within 7 days."""
+        from .exceptions import SOON
+
+        now = time.time()
+        exceptions = self.holder.current().exceptions
+        return {
+            "active": len(exceptions.active(now)),
+            "entries": [e.as_json(now) for e in exceptions.active(now)],
+            "expiring_soon": exceptions.expiring(now, SOON),
+        }
 
     async def start(self) -> None:
         try:
@@ -205,6 +236,9 @@ class App:
         for service in self.services:
             await service.start()
             self.started.append(service)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before "started": a supervisor may signal as soon as it reads it
+            loop.add_signal_handler(sig, self.stopping.set)
         log.info(
             "started version=%s upstreams=%s zones_dir=%s services=%s",
             __version__,
@@ -228,11 +262,7 @@ class App:
             await self.stop()
             raise
         gc.freeze()  # the start-up objects (policy, index, modules) leave the collector's scans: shorter pauses
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await self.stopping.wait()
         await self.stop()
         return 0
 

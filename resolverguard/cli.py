@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
 from .codes import Verdict
-from .config import Config, Endpoint, load_config
+from .config import Config, Endpoint, load_config, refuse_forwarding_loop
 from .errors import ConfigError, ResolverGuardError
 
 log = logging.getLogger(__name__)
@@ -83,7 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
     s.add_argument("--workers", type=int, metavar="N", help="processes sharing the sockets (SO_REUSEPORT)")
-    s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument(
+        "--log-level", dest="log_level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="any case"
+    )
+    s.add_argument(
+        "--log-format", dest="log_format", type=str.lower, choices=["text", "json"], help="the daemon log on stderr"
+    )
     s.add_argument("--events", metavar="FILE", help='block event log: "-" stdout (default), a file, "" off')
 
     c = sub.add_parser("check", help="would this name be blocked? exit 0 allowed, 1 blocked")
@@ -99,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser("lint", help="check config, lists and zones; exit 2 on any error")
     common(lint)
+
+    st = sub.add_parser("status", help="ask the running guard how it is: exit 0 serving, 1 degraded, 2 unreachable")
+    st.add_argument(
+        "--config", "-c", metavar="FILE", help=f"the config file it was started with (default: {DEFAULT_CONFIG})"
+    )
+    st.add_argument("--json", action="store_true", help="one JSON object: {socket: status of each worker}")
+    rl = sub.add_parser("reload", help="reload the running guard's policy and wait: exit 0 done, 1 refused")
+    rl.add_argument(
+        "--config", "-c", metavar="FILE", help=f"the config file it was started with (default: {DEFAULT_CONFIG})"
+    )
 
     e = sub.add_parser("export-rpz", help="write the effective policy as one RPZ zone")
     common(e)
@@ -144,6 +156,7 @@ _CONFIG_KEYS = (
     "metrics",
     "workers",
     "log_level",
+    "log_format",
     "events",
     "zones_dir",
     "protect",
@@ -179,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve(cfg, args)
         commands = {"check": check, "neighbours": neighbours, "lint": lint, "export-rpz": export_rpz}
         commands["exceptions"] = exceptions_command
+        commands.update(status=status, reload=reload)
         code = commands[args.command](cfg, args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
@@ -276,23 +290,86 @@ def _real_neighbours(args: argparse.Namespace) -> int:
 def lint(cfg: Config, args: argparse.Namespace) -> int:
     from .reload import load_policy, policy_files, policy_warnings
 
-    policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
+    printed: dict[str, None] = {}  # in order, each once
+    logged: list[logging.LogRecord] = []
+    catch = logging.Handler(logging.WARNING)
+    catch.emit = logged.append  # type: ignore[method-assign]  # lint prints each warning once, on stdout
+    package = logging.getLogger("resolverguard")
+    package.addHandler(catch)
+    try:
+        policy = load_policy(cfg)  # an error: one line, exit 2, like every user error
+    finally:
+        package.removeHandler(catch)
     files = policy_files(cfg)
     for zone in policy.table.zones:
-        for warning in getattr(zone, "warnings", ()):
-            print(f"warning: {warning}")
-    for warning in policy_warnings(cfg, policy.guard):
+        printed.update(dict.fromkeys(getattr(zone, "warnings", ())))
+    printed.update(dict.fromkeys(policy_warnings(cfg, policy.guard)))
+    for warning in printed:
         print(f"warning: {warning}")
     for entry in policy.exceptions.entries:
         if not entry.active(_now()):
             print(
                 f"warning: {policy.exceptions.path}:{entry.line}: exception {entry.name} expired {entry.until_text()}"
             )
+    for record in logged:  # what else the load warned about (e.g. unreadable learned labels), not said above
+        message = record.getMessage()
+        if message not in printed and not any(w in message for w in printed):
+            print(f"warning: {message}")
     print(
         f"ok: config {cfg.config_path or '(defaults)'}, {len(files['rpz'])} zones "
         f"({sum(policy.table.rule_count.values())} rules), {len(policy.guard.protected)} protected domains"
     )
     return 0
+
+
+def _control_sockets(cfg: Config) -> tuple[str, list[str]]:
+    from .control import control_path, worker_paths
+
+    path = control_path(cfg)
+    if path is None:
+        raise ConfigError("no control socket: give --config FILE (the one the guard runs with), or [control] socket")
+    return path, worker_paths(path)
+
+
+def status(cfg: Config, args: argparse.Namespace) -> int:
+    """unbound-control status: every worker's status; exit 0 serving, 1 degraded, 2 unreachable."""
+    from .control import ask, exit_code, render
+
+    path, sockets = _control_sockets(cfg)
+    statuses = [ask(p, "status") for p in sockets] or [{"unreachable": "no such socket (not running?)", "socket": path}]
+    if args.json:
+        print(json.dumps({s.get("socket") or p: s for p, s in zip(sockets or [path], statuses)}, indent=1))
+    else:
+        print(render(statuses))
+    return exit_code(statuses)
+
+
+def reload(cfg: Config, args: argparse.Namespace) -> int:
+    """unbound-control reload: every worker rereads config and zones; exit 0 all took it, 1 refused, 2 unreachable."""
+    from .control import ask
+
+    path, sockets = _control_sockets(cfg)
+    if not sockets:
+        sys.stderr.write(f"resolverguard: error: cannot reach the guard at {path}: no such socket (not running?)\n")
+        return 2
+    worst, refused = 0, set()
+    for p in sockets:
+        reply = ask(p, "reload")
+        if "unreachable" in reply or "ok" not in reply:
+            sys.stderr.write(
+                f"resolverguard: error: cannot reach the guard at {p}: {reply.get('unreachable') or reply}\n"
+            )
+            worst = 2
+        elif not reply["ok"]:
+            if reply["error"] not in refused:  # every worker refuses the same files: say it once
+                sys.stderr.write(
+                    f"resolverguard: error: reload refused, the last good policy stays: {reply['error']}\n"
+                )
+            refused.add(reply["error"])
+            worst = max(worst, 1)
+        else:
+            print(f"reloaded: {p} generation {reply['generation']}")
+    return worst
 
 
 def export_rpz(cfg: Config, args: argparse.Namespace) -> int:
@@ -335,7 +412,7 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     from .logsetup import setup_logging
     from .upstream import from_resolv_conf
 
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_format)
     for overridden in cfg.overridden:
         log.warning("flag wins over the config file: %s", overridden)
     refuse_forwarding_loop(cfg.listen, cfg.upstreams or [Endpoint(u.host, u.port) for u in from_resolv_conf()])
@@ -344,34 +421,6 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
 
         return supervise(cfg, lambda worker_cfg: _worker(worker_cfg, args))
     return _run(cfg, args, reuse_port=False)
-
-
-def refuse_forwarding_loop(listen: Iterable[Endpoint], upstreams: Iterable[Endpoint]) -> None:
-    """An upstream that is one of our own listen addresses would send every query back to us, forever."""
-    for up in upstreams:
-        for ep in listen:
-            if up.port == ep.port and _same_host(ep.host, up.host):
-                raise ConfigError(
-                    f"upstream {up} is this guard's own listen address {ep} (a forwarding loop; "
-                    "/etc/resolv.conf points at the guard?): give other upstreams"
-                )
-
-
-def _same_host(listen_host: str, host: str) -> bool:
-    """Does a socket bound to listen_host receive what is sent to host? (0.0.0.0: every local IPv4 address.)"""
-    a, b = ipaddress.ip_address(listen_host.split("%")[0]), ipaddress.ip_address(host.split("%")[0])
-    if a == b:
-        return True
-    if not a.is_unspecified or a.version != b.version:
-        return False
-    if b.is_loopback or b.is_unspecified:
-        return True
-    with socket.socket(socket.AF_INET6 if b.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, 0))  # only an address of this host can be bound
-        except OSError:
-            return False
-    return True
 
 
 def _worker(cfg: Config, args: argparse.Namespace) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import string
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,7 @@ class Config:
     ratelimit_exempt: tuple[str, ...] = setting("ratelimit.exempt", listed(network), ())
     ratelimit_action: str = setting("ratelimit.action", choice(*RATELIMIT_ACTIONS), Action.REFUSED)
     log_level: str = setting("log.level", choice(*LOG_LEVELS, fold=str.upper), "INFO")
+    log_format: str = setting("log.format", choice("text", "json", fold=str.lower), "text")  # the daemon's own log
     events: str = setting("log.events", text, "-")  # block event log: "-" stdout, a path, or "" off
     export_origin: str = setting("export.origin", domain_text, "rpz.resolverguard.")
     export_clients: tuple[str, ...] = setting("export.clients", listed(network), ("127.0.0.0/8", "::1/128"))
@@ -282,6 +284,7 @@ class Config:
     export_notify: tuple[Endpoint, ...] = setting("export.notify", listed(endpoint(53)), ())  # sent NOTIFY
     export_state_dir: str = setting("export.state_dir", text, "")  # serial and IXFR journal; "": a temporary dir
     export_journal_versions: int = setting("export.journal_versions", number(int, ge=1), 20)
+    control_socket: str = setting("control.socket", text, "")  # "": per config file in /run/resolverguard; "off"
     config_path: str | None = None
     locations: Mapping[str, str] = field(default_factory=dict, compare=False)  # field -> "file:line"
     overridden: tuple[str, ...] = field(default=(), compare=False)  # file keys a flag replaced, for a WARNING
@@ -312,6 +315,77 @@ def _cross_checks(cfg: Config) -> None:
         raise _Bad("timeout", f"{cfg.timeout:g} s per try exceeds servfail_after ({cfg.servfail_after:g} s)")
     if cfg.cache_min_ttl > cfg.cache_max_ttl:
         raise _Bad("cache_min_ttl", f"{cfg.cache_min_ttl} exceeds [cache] max_ttl ({cfg.cache_max_ttl})")
+    try:
+        refuse_forwarding_loop(cfg.listen, cfg.upstreams)
+    except ConfigError as exc:
+        raise _Bad("upstreams", str(exc)) from None
+    for name in ("upstreams", "export_notify"):  # port 0 is for listening ("any free port"), never a destination
+        if zero := [str(ep) for ep in getattr(cfg, name) if ep.port == 0]:
+            raise _Bad(name, f"port 0 in {zero[0]}: give the port the server listens on (53 if omitted)")
+    if cfg.export_tsig:
+        problem = tsig_problem(cfg.export_tsig)
+        if problem:
+            raise _Bad("export_tsig", problem)
+
+
+def refuse_forwarding_loop(listen: Iterable[Endpoint], upstreams: Iterable[Endpoint]) -> None:
+    """An upstream that is one of our own listen addresses would send every query back to us, forever."""
+    for up in upstreams:
+        for ep in listen:
+            if up.port == ep.port and _same_host(ep.host, up.host):
+                raise ConfigError(
+                    f"upstream {up} would conflict with this guard's own listen address {ep} (a forwarding loop; "
+                    "/etc/resolv.conf points at the guard?): give other upstreams"
+                )
+
+
+def _same_host(listen_host: str, host: str) -> bool:
+    """Does a socket bound to listen_host receive what is sent to host? (0.0.0.0: every local IPv4 address.)"""
+    a, b = ipaddress.ip_address(listen_host.split("%")[0]), ipaddress.ip_address(host.split("%")[0])
+    if a == b:
+        return True
+    if not a.is_unspecified or a.version != b.version:
+        return False
+    if b.is_loopback or b.is_unspecified:
+        return True
+    with socket.socket(socket.AF_INET6 if b.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))  # only an address of this host can be bound
+        except OSError:
+            return False
+    return True
+
+
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")  # RFC 8945 §6
+
+
+def tsig_problem(tsig: Mapping[str, str]) -> str | None:
+    """What `serve` would refuse in [export] tsig (algorithm, secret file, its mode, its text), or None."""
+    import base64
+    import binascii
+    import os
+    import stat
+
+    algorithm = tsig.get("algorithm", "hmac-sha256")
+    if algorithm.lower().rstrip(".") not in TSIG_ALGORITHMS:
+        return f"algorithm {algorithm!r} is not one of {', '.join(TSIG_ALGORITHMS)}"
+    path = tsig["secret_file"]
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="ascii") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        return f"cannot read the secret file {path}: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        return f"secret file {path} is not base64 text"
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"secret file {path} is readable by group or others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
+    try:
+        if not base64.b64decode(secret, validate=True):
+            return f"secret file {path} is empty"
+    except (binascii.Error, ValueError):
+        return f"secret file {path} is not base64 text"
+    return None
 
 
 class _Bad(ConfigError):

@@ -60,10 +60,10 @@ class ForwardingLoop(UpstreamError):
     ede = dns.edns.EDECode.OTHER  # RFC 8914 has no code for a loop; the text says it
 
 
-def os_reason(exc: OSError) -> str:
-    """An OSError as the operator needs it: the cause, and what usually fixes it."""
+def os_reason(exc: OSError, server: str = "DNS server") -> str:
+    """An OSError as the operator needs it: the cause, and what usually fixes it (`server`: what else may listen)."""
     hints = {
-        errno.EADDRINUSE: "port in use (another DNS server, or another resolverguard, listens there)",
+        errno.EADDRINUSE: f"port in use (another {server}, or another resolverguard, listens there)",
         errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)",
         errno.EADDRNOTAVAIL: "not an address of this host",
     }

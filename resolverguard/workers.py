@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .config import Config, Endpoint
-from .errors import ConfigError
+from .errors import ConfigError, os_reason
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0  # seconds before a worker that died is started again
@@ -51,8 +51,11 @@ def supervise(cfg: Config, run: Callable[[Config], int]) -> int:
 
 def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) -> int:
     from . import metrics as metrics_mod
+    from .control import control_path
 
     children: dict[int, int] = {}  # pid -> worker number
+    base = control_path(cfg)  # every worker answers `status` and `reload` on a socket of its own
+    control_sockets = {n: f"{base}.{n}" for n in range(worker_cfg.workers)} if base else {}
     state = {"stopping": False}
 
     def start(number: int) -> None:
@@ -61,8 +64,9 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
+            os.environ["RESOLVERGUARD_WORKER"] = str(number)  # its control socket is <path>.<number>
             try:
-                code = run(worker_cfg)
+                code = run(replace(worker_cfg, control_socket=control_sockets.get(number, worker_cfg.control_socket)))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             finally:
@@ -84,7 +88,14 @@ def _run_workers(cfg: Config, worker_cfg: Config, run: Callable[[Config], int]) 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     if cfg.metrics:
-        metrics_mod.serve(None, cfg.metrics.host, cfg.metrics.port)
+        try:
+            metrics_mod.serve(None, cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            forward(signal.SIGTERM, None)
+            for pid in list(children):
+                os.waitpid(pid, 0)
+            reason = os_reason(exc, "web server or Prometheus exporter")
+            raise ConfigError(f"cannot listen for /metrics on {cfg.metrics}: {reason}") from None
         log.info(
             "metrics address=%s port=%d path=/metrics workers=%d",
             cfg.metrics.host,

@@ -8,10 +8,12 @@ daemon and listens nowhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import fakes
 import pytest
@@ -88,12 +90,43 @@ begin retry
         return box.read_text(errors="replace") if box.exists() else ""
 
 
+def gone(net: MailNet) -> list[str]:
+    """What of net is still there (should be nothing once closed): its namespace, /etc/netns entry, temp dir."""
+    paths = [Path("/run/netns") / net.name, net.etc, net.dir]
+    return [str(p) for p in paths if p.exists()]
+
+
+@contextlib.contextmanager
+def exim_net():
+    """An Exim in its own MailNet; the net is closed (and checked gone) also when Exim() skips for want of exim."""
+    net = MailNet("rgex")
+    try:
+        yield Exim(net)  # skips (or fails under CI) when exim is missing
+    finally:
+        net.close()
+        assert not gone(net), f"left behind: {gone(net)}"
+
+
 @pytest.fixture
 def exim(monkeypatch):
     monkeypatch.setenv("PATH", f"{os.environ.get('PATH', '')}:{EXIM_ROOT}/usr/sbin")
-    net = MailNet("rgex")
-    yield Exim(net)
-    net.close()
+    with exim_net() as e:
+        yield e
+
+
+def test_a_skip_for_missing_exim_leaves_nothing_behind(monkeypatch):
+    import test_exim
+
+    def missing(name: str) -> str:
+        pytest.skip(f"{name} not installed")
+
+    monkeypatch.setattr(test_exim, "require_program", missing)
+    seen: list[MailNet] = []
+    real = test_exim.MailNet
+    monkeypatch.setattr(test_exim, "MailNet", lambda prefix: seen.append(real(prefix)) or seen[-1])
+    with pytest.raises(pytest.skip.Exception), exim_net():
+        pass
+    assert seen and not gone(seen[0])
 
 
 def test_real_exim_routes_army_ml_to_the_sink_and_gets_the_suggestion(exim, tmp_path, monkeypatch):

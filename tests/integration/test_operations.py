@@ -144,7 +144,7 @@ def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProce
 
 def one_line_exit_2(done: subprocess.CompletedProcess, *expected: str) -> None:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    errors = [line for line in done.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\d .* level=INFO ", line)]
+    errors = [line for line in done.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\dT.* level=INFO ", line)]
     assert len(errors) == 1 and errors[0].startswith("resolverguard: error: "), done.stderr  # start-up INFO aside
     for text in expected:
         assert text in errors[0], done.stderr
@@ -251,10 +251,12 @@ def test_start_up_errors_say_which_listener_and_why(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        one_line_exit_2(
-            run(*serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path),
-            f"cannot listen for /metrics on 127.0.0.1:{port}: port in use",
-        )
+        for workers in ("1", "2"):
+            done = run(
+                *serve, "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}", "--workers", workers, cwd=tmp_path
+            )
+            one_line_exit_2(done, f"cannot listen for /metrics on 127.0.0.1:{port}: port in use (another web server")
+            assert "DNS server" not in done.stderr
     one_line_exit_2(
         run(
             "serve",
@@ -301,7 +303,11 @@ def test_an_upstream_that_is_our_own_listen_address_is_refused(tmp_path, listen,
         upstream.format(p=port),
         cwd=tmp_path,
     )
-    one_line_exit_2(done, f"upstream {upstream.format(p=port)} is this guard's own listen address", "forwarding loop")
+    one_line_exit_2(
+        done,
+        f"upstream {upstream.format(p=port)} would conflict with this guard's own listen address",
+        "forwarding loop",
+    )
 
 
 def test_other_upstreams_are_no_loop():
@@ -473,3 +479,23 @@ def test_the_intros_examples_are_blocked_with_the_shipped_defaults(tmp_path):
     assert narrow, with_domain
     zones_with(tmp_path, f"{narrow[2]}\n")
     assert run("check", "--zones", "zones", narrow[1], cwd=tmp_path).returncode == 1
+
+
+def test_the_examples_in_the_shipped_protect_file_are_blocked(tmp_path):
+    header = (ROOT / "zones" / "default.protect").read_text().split("are blocked:", 1)[1].split("\n#   (")[0]
+    names = re.findall(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+\b", header)
+    assert "army.ml" in names and len(names) >= 5, names
+    for name in names:
+        done = run("check", "--zones", str(ROOT / "zones"), name, cwd=tmp_path)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+
+
+def test_the_readme_adds_a_prometheus_job_instead_of_overwriting_the_config():
+    readme = (ROOT / "README.md").read_text()
+    assert not re.search(r"cp [^\n]*prometheus\.yml[^\n]* /etc/prometheus/", readme), "overwrites prometheus.yml"
+    job = re.search(r"scrape_configs:\n(  - job_name: resolverguard\n(?:    .*\n)+)", readme)
+    assert job, "the job to add"
+    shipped = (ROOT / "grafana" / "prometheus" / "prometheus.yml").read_text()
+    assert "\n".join(x for x in job[1].splitlines() if not x.strip().startswith("#")) in "\n".join(
+        x for x in shipped.splitlines() if not x.strip().startswith("#")
+    )
