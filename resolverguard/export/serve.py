@@ -23,6 +23,7 @@ import dns.rdatatype
 import dns.tsig
 
 from .. import wire
+from ..codes import Outcome
 from ..config import Config
 from ..errors import ConfigError
 from ..metrics import ExportMetrics
@@ -144,7 +145,7 @@ class ZoneExport:
                 return "ixfr", since, transfer_messages(message, records)
         bodies = self.publisher.full_zone(serial)
         if bodies is None:
-            return "servfail", since, [rcode_reply(message, dns.rcode.SERVFAIL)]
+            return Outcome.SERVFAIL, since, [rcode_reply(message, dns.rcode.SERVFAIL)]
         return "axfr", since, finish(message, bodies)
 
     def _refuse(self, client: str, reason: str) -> None:

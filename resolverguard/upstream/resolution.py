@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import wire
-from ..codes import rcode_name
+from ..codes import UpstreamFailure, rcode_name
 from ..errors import BadUpstreamReply, ForwardingLoop, MalformedQuery, UpstreamError, UpstreamRefused, UpstreamTimeout
 from .pool import Upstream, ranked
 
@@ -251,13 +251,15 @@ class Resolution:
             return ()
         upstream = self.upstream
         if isinstance(exc, UpstreamTimeout | TimeoutError):
-            return self._failed("timeout", UpstreamTimeout(upstream.name), "timeout", now)
+            return self._failed(UpstreamFailure.TIMEOUT, UpstreamTimeout(upstream.name), "timeout", now)
         if isinstance(exc, UpstreamRefused):
-            return self._failed("refused", UpstreamRefused(f"{upstream.name}: {exc}"), str(exc), now)
+            return self._failed(UpstreamFailure.REFUSED, UpstreamRefused(f"{upstream.name}: {exc}"), str(exc), now)
         if isinstance(exc, UpstreamError):
-            return self._failed("error", exc, str(exc), now)
+            return self._failed(UpstreamFailure.ERROR, exc, str(exc), now)
         if isinstance(exc, OSError):
-            return self._failed("error", BadUpstreamReply(f"{upstream.name}: {exc}"), exc.strerror or str(exc), now)
+            return self._failed(
+                UpstreamFailure.ERROR, BadUpstreamReply(f"{upstream.name}: {exc}"), exc.strerror or str(exc), now
+            )
         raise exc
 
     def on_timer(self, now: float) -> tuple:
@@ -265,7 +267,7 @@ class Resolution:
         if self.over or self.upstream is None:
             return ()
         if self.tcp or self.try_end - now <= 0.01:
-            return self._failed("timeout", UpstreamTimeout(self.upstream.name), "timeout", now)
+            return self._failed(UpstreamFailure.TIMEOUT, UpstreamTimeout(self.upstream.name), "timeout", now)
         self.sends, self.wait = self.sends + 1, min(self.wait * 2, self.settings.timeout)
         return RESEND, Arm(min(now + self.wait, self.try_end))
 
@@ -337,7 +339,7 @@ class Resolution:
     def _failed(self, kind: str, error: UpstreamError, why: str, now: float) -> tuple:
         """This try failed: note it against the upstream (see Upstream.failed) and go on with the next."""
         upstream = self.upstream
-        if kind == "refused":
+        if kind == UpstreamFailure.REFUSED:
             if self.given_up is None:
                 self.given_up = set()
             self.given_up.add(upstream)
