@@ -221,9 +221,10 @@ class App:
 
         now = time.time()
         exceptions = self.holder.current().exceptions
+        active = exceptions.active(now)
         return {
-            "active": len(exceptions.active(now)),
-            "entries": [e.as_json(now) for e in exceptions.active(now)],
+            "active": len(active),
+            "entries": [e.as_json(now) for e in active],
             "expiring_soon": exceptions.expiring(now, SOON),
         }
 

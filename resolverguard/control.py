@@ -124,10 +124,6 @@ def render(statuses: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
 # ---------------------------------------------------------------- the guard's side
 
 
@@ -136,11 +132,9 @@ def status_of(app: Any, worker: int | None) -> dict:
     policy = app.holder.current()
     now = time.monotonic()
     upstreams = []
-    for u in app.upstreams:
-        down = getattr(u, "down_until", 0.0) > now or getattr(u, "up", None) is False
-        state = "down" if down else ("up" if getattr(u, "up", None) else "unknown")
-        srtt = getattr(u, "srtt", None)
-        upstreams.append({"name": u.name, "state": state, "srtt_ms": srtt * 1000 if srtt is not None else None})
+    for u in app.upstreams:  # upstream.pool.Upstream
+        state = "down" if u.down_until > now or u.up is False else ("up" if u.up else "unknown")
+        upstreams.append({"name": u.name, "state": state, "srtt_ms": u.srtt * 1000 if u.srtt is not None else None})
     export = None
     if app.export is not None:
         journal = app.export.journal

@@ -184,11 +184,15 @@ class PolicyHolder:
             except ConfigError as exc:
                 log.warning("reload failed, keeping the last good policy: %s", exc)
                 self.metrics.reloaded(False)
-                self.last_reload = {"time": _utc_now(), "ok": False, "error": str(exc)}  # for `status`
+                self.last_reload = {
+                    "time": exceptions_mod.iso(time.time()),
+                    "ok": False,
+                    "error": str(exc),
+                }  # for `status`
                 return False
             self.cfg, self.policy = cfg, policy
             self._published(policy)
-            self.last_reload = {"time": _utc_now(), "ok": True, "error": None}
+            self.last_reload = {"time": exceptions_mod.iso(time.time()), "ok": True, "error": None}
             return True
 
     async def watch(self) -> None:
@@ -216,12 +220,6 @@ class PolicyHolder:
         task = asyncio.ensure_future(self.watch())
         await asyncio.sleep(0)  # the task runs up to its first thread hop: the inotify watches exist by then
         return task
-
-
-def _utc_now() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def reread_config(path: str | None, overrides: dict) -> Callable[[], Config]:
