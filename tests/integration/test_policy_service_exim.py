@@ -11,11 +11,10 @@ import json
 import os
 import signal
 
-import fakes
 import pytest
 from mailnet import GUARD_DNS, MailNet, poll, unfolded
 from test_exim import EXIM_ROOT, Exim
-from test_policy_service_postfix import POLICY, SUGGESTION, guard_config, submit_to
+from test_policy_service_postfix import POLICY, SUGGESTION, start_policy_guard, submit_to
 
 pytestmark = pytest.mark.realprog
 PORT = 2526
@@ -87,11 +86,7 @@ def net(monkeypatch):
 
 
 def test_real_exim_acl_refuses_army_ml_at_rcpt_with_the_suggestion(net, tmp_path, monkeypatch):
-    config = tmp_path / "guard.toml"
-    guard_config(config, net.dns.port)
-    events = tmp_path / "events.jsonl"
-    monkeypatch.setattr(fakes, "GUARD_CMD", [*net.exec_prefix(), *fakes.GUARD_CMD])
-    guard = fakes.Guard(["-c", str(config), "--zones", str(tmp_path), "--events", str(events)], cwd=tmp_path)
+    guard, events = start_policy_guard(net, tmp_path, monkeypatch)
     exim = None
     try:
         assert "policy service listening" in guard.output()

@@ -23,15 +23,21 @@ SMTPD = f"{GUARD_DNS}:2525"
 POLICY = f"{GUARD_DNS}:10040"
 
 
-def guard_config(path, upstream_port: int, mode: str = "reject") -> None:
-    path.write_text(f"""
+def start_policy_guard(net, tmp_path, monkeypatch, mode: str = "reject"):
+    """The guard inside net's namespace with the policy service on POLICY; (guard, its events file)."""
+    config = tmp_path / "guard.toml"
+    config.write_text(f"""
 listen = ["{GUARD_DNS}:53"]
-upstreams = ["{GUARD_DNS}:{upstream_port}"]
+upstreams = ["{GUARD_DNS}:{net.dns.port}"]
 protect = ["army.mil"]
 [policy]
 listen = ["{POLICY}"]
 mode = "{mode}"
 """)
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setattr(fakes, "GUARD_CMD", [*net.exec_prefix(), *fakes.GUARD_CMD])
+    guard = fakes.Guard(["-c", str(config), "--zones", str(tmp_path), "--events", str(events)], cwd=tmp_path)
+    return guard, events
 
 
 @pytest.fixture
@@ -91,11 +97,7 @@ def _connect(server: str) -> smtplib.SMTP | None:
 
 
 def test_real_postfix_refuses_army_ml_at_rcpt_with_the_suggestion(mailnet, tmp_path, monkeypatch):
-    config = tmp_path / "guard.toml"
-    guard_config(config, mailnet.dns.port)
-    events = tmp_path / "events.jsonl"
-    monkeypatch.setattr(fakes, "GUARD_CMD", [*mailnet.exec_prefix(), *fakes.GUARD_CMD])
-    guard = fakes.Guard(["-c", str(config), "--zones", str(tmp_path), "--events", str(events)], cwd=tmp_path)
+    guard, events = start_policy_guard(mailnet, tmp_path, monkeypatch)
     postfix = None
     try:
         assert f"policy service listening address={GUARD_DNS} port=10040" in guard.output()
