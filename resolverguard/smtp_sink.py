@@ -318,7 +318,7 @@ class SinkProcess:
         self.sockets: list[socket.socket] = []
         self.pid = 0
         self.old: list[int] = []
-        self.served: tuple | None = None
+        self.served: Policy | None = None  # the snapshot the running child serves
         self.task: asyncio.Future | None = None
 
     async def start(self) -> None:
@@ -349,10 +349,6 @@ class SinkProcess:
         self.on_publish.append(lambda _policy: self._respawn())
         self.task = asyncio.ensure_future(self._follow())
 
-    def _snapshot(self) -> tuple:
-        policy = self.current_policy()
-        return policy, policy.guard.learned_count
-
     def _respawn(self) -> None:
         if self.pid:  # the previous snapshot's child stops accepting first (it says so; at most a second)
             _signal(self.pid, signal.SIGTERM)
@@ -361,8 +357,8 @@ class SinkProcess:
         if self.ack is not None:
             self.ack.close()
         self.ack, ack = socket.socketpair()
-        self.served = self._snapshot()
-        policy, settings = self.served[0], self.settings()
+        self.served = policy = self.current_policy()
+        settings = self.settings()
         pid = os.fork()
         if pid == 0:
             self.ack.close()
@@ -379,7 +375,7 @@ class SinkProcess:
                 log.error("smtp sink process died pid=%d: starting another", self.pid)
                 self.pid = 0
                 self._respawn()
-            elif self._snapshot() != self.served:
+            elif self.current_policy() is not self.served:  # a learned label or an expiry: a new snapshot
                 self._respawn()
 
     async def stop(self, grace: float) -> None:
